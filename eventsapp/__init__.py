@@ -1,0 +1,64 @@
+"""eventsapp: product analytics on PostgreSQL."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+from flask import Blueprint, Flask
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: read settings, pick the database, bind extensions, register blueprints."""
+    from . import config as settings_module
+    from .database import MIGRATIONS_DIR, SchemaGate, resolve_database_url, upgrade_embedded_schema
+    from .errors import register_error_handlers
+    from .extensions import api, db, metrics, migrate
+
+    app = Flask(__name__)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    settings = settings_module.from_env()
+    settings.update(config or {})
+    app.config.update(settings_module.flask_settings(settings))
+    app.config.update(settings)
+    _configure_logging(app.config["EVENTSAPP_LOG_LEVEL"])
+
+    app.config["SQLALCHEMY_DATABASE_URI"] = resolve_database_url(app)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
+    api.init_app(app)
+    metrics.init_app(app)
+    app.extensions["eventsapp_schema_gate"] = SchemaGate()
+
+    _register_blueprints(app, api)
+    register_error_handlers(app)
+    _register_cli(app)
+
+    if app.config.get("EVENTSAPP_EMBEDDED"):
+        upgrade_embedded_schema(app)
+    return app
+
+
+def _register_blueprints(app: Flask, api) -> None:
+    import flask_swagger_ui
+
+    from .health.routes import blp as health_blp
+    from .ingest.routes import blp as ingest_blp
+
+    api.register_blueprint(health_blp)
+    api.register_blueprint(ingest_blp)
+    # Swagger UI's assets come from the installed package, so /docs works with no internet.
+    assets = Path(flask_swagger_ui.__file__).resolve().parent / "dist"
+    app.register_blueprint(Blueprint("docs_assets", __name__, static_folder=str(assets),
+                                     static_url_path="/docs-assets"))
+
+
+def _register_cli(app: Flask) -> None:
+    pass
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root.setLevel(level)

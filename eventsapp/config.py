@@ -1,0 +1,64 @@
+"""All configuration comes from here: environment variables, read once, with their defaults.
+
+Every variable is listed in README.md's configuration table.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = REPO_ROOT / "instance" / "pgdata"
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+def normalize_database_url(url: str) -> str:
+    """Map the URLs users hand us (docker compose, hosted databases) onto the psycopg2 driver.
+
+    SQLAlchemy 2.1 picks psycopg 3 for a bare ``postgresql://`` URL, and we ship only psycopg2.
+    """
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix):]
+    return url
+
+
+def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return the app's configuration read from ``env`` (default: ``os.environ``)."""
+    env = os.environ if env is None else env
+    database_url = env.get("DATABASE_URL", "").strip()
+    return {
+        "DATABASE_URL": normalize_database_url(database_url) if database_url else None,
+        "EVENTSAPP_DATA_DIR": Path(env.get("EVENTSAPP_DATA_DIR") or DEFAULT_DATA_DIR),
+        "EVENTSAPP_IDEMPOTENCY_TTL": _int(env, "EVENTSAPP_IDEMPOTENCY_TTL", 24 * 3600),
+        "EVENTSAPP_MAX_BODY_BYTES": _int(env, "EVENTSAPP_MAX_BODY_BYTES", 20 * 1024 * 1024),
+        "EVENTSAPP_TIMEZONE": env.get("EVENTSAPP_TIMEZONE") or "UTC",
+        "EVENTSAPP_LOG_LEVEL": (env.get("EVENTSAPP_LOG_LEVEL") or "INFO").upper(),
+    }
+
+
+def flask_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings for Flask and its extensions, derived from ours."""
+    return {
+        "MAX_CONTENT_LENGTH": settings["EVENTSAPP_MAX_BODY_BYTES"],
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 10},
+        "SQLALCHEMY_TRACK_MODIFICATIONS": False,
+        "API_TITLE": "eventsapp",
+        "API_VERSION": "1.0",
+        "OPENAPI_VERSION": "3.0.3",
+        "OPENAPI_URL_PREFIX": "/",
+        "OPENAPI_JSON_PATH": "openapi.json",
+        "OPENAPI_SWAGGER_UI_PATH": "docs",
+        "OPENAPI_SWAGGER_UI_URL": "/docs-assets/",
+        "JSON_SORT_KEYS": False,
+    }

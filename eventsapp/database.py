@@ -1,0 +1,81 @@
+"""Which PostgreSQL we use, and whether its schema is at the migrations' head."""
+from __future__ import annotations
+
+import logging
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import sqlalchemy as sa
+from flask import Flask
+
+from . import embedded_pg
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class SchemaNotReady(Exception):
+    """The database is reachable but its schema is not at the migrations' head."""
+
+
+@lru_cache(maxsize=1)
+def head_revision() -> str:
+    """The newest migration's revision id."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def current_revision(connection: sa.Connection) -> str | None:
+    """The revision the database is at, or None for an unmigrated database."""
+    if not sa.inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+
+class SchemaGate:
+    """Remembers once the schema has been seen at head, so writes check the database only until then."""
+
+    def __init__(self) -> None:
+        self._at_head = False
+        self._lock = threading.Lock()
+
+    def check(self, engine: sa.Engine) -> None:
+        """Raise SchemaNotReady (or a database error) unless the schema is at head."""
+        if self._at_head:
+            return
+        with engine.connect() as connection:
+            current = current_revision(connection)
+        head = head_revision()
+        if current != head:
+            raise SchemaNotReady(
+                f"database schema is at {current or 'no revision'}, the app needs {head}: run `flask db upgrade`"
+            )
+        with self._lock:
+            self._at_head = True
+
+
+def resolve_database_url(app: Flask) -> str:
+    """DATABASE_URL if given, else the URL of an embedded server started in EVENTSAPP_DATA_DIR."""
+    if app.config.get("DATABASE_URL"):
+        return app.config["DATABASE_URL"]
+    app.config["EVENTSAPP_EMBEDDED"] = True
+    return embedded_pg.start(app.config["EVENTSAPP_DATA_DIR"])
+
+
+def upgrade_embedded_schema(app: Flask) -> None:
+    """Apply migrations on start, as the embedded database belongs to this app alone."""
+    from flask_migrate import upgrade
+
+    with app.app_context():
+        from .extensions import db
+
+        with db.engine.connect() as connection:
+            if current_revision(connection) == head_revision():
+                return
+        upgrade(directory=str(MIGRATIONS_DIR))

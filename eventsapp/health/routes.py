@@ -1,0 +1,33 @@
+"""``/health`` (the process is up) and ``/ready`` (the database answers and its schema is at head)."""
+from __future__ import annotations
+
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields
+
+from ..extensions import db
+from .checks import readiness, schema_gate
+
+blp = Blueprint("health", __name__, description="Liveness and readiness probes.")
+
+
+class StatusSchema(Schema):
+    status = fields.String(required=True, metadata={"example": "ok"})
+    reason = fields.String()
+
+
+@blp.route("/health")
+@blp.response(200, StatusSchema)
+def health():
+    """Report that the process is up."""
+    return {"status": "ok"}
+
+
+@blp.route("/ready")
+@blp.response(200, StatusSchema, description="Ready to take requests.")
+@blp.alt_response(503, schema=StatusSchema, description="Not ready; `reason` says why.")
+def ready():
+    """Report whether the database is reachable and migrated."""
+    ok, reason = readiness(db.engine, schema_gate())
+    if ok:
+        return {"status": "ok"}
+    return {"status": "unavailable", "reason": reason}, 503

@@ -1,0 +1,231 @@
+"""The write path. ``write_events`` is the only code that inserts events; HTTP ingest, the CSV import
+and the SDK endpoints all reach the database through it."""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Sequence
+
+import orjson
+import sqlalchemy as sa
+from prometheus_client import Counter, Histogram
+
+from ..errors import ApiError
+from . import rules
+
+EVENTS_TOTAL = Counter("eventsapp_events_total", "Events handled by the write path, by result", ["result"])
+BATCH_SIZE = Histogram(
+    "eventsapp_batch_size_events",
+    "Events per write batch",
+    buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000),
+)
+IDEMPOTENT_REPLAYS = Counter("eventsapp_idempotent_replays_total", "Responses replayed for a known Idempotency-Key")
+
+_STAGING_READY = "eventsapp_staging_ready"
+
+# Created once per database connection; emptied by every commit.
+CREATE_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS staging_events (
+    event_id uuid NOT NULL,
+    occurred_at timestamptz NOT NULL,
+    user_id text NOT NULL,
+    event_type text NOT NULL,
+    properties jsonb NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+
+COPY_STAGING = "COPY staging_events (event_id, occurred_at, user_id, event_type, properties) FROM STDIN (FORMAT csv)"
+
+# ON CONFLICT DO NOTHING also drops a repeat of an event_id inside the same batch (the first wins),
+# and makes a concurrent insert of the same event_id wait for the other transaction, then skip.
+INSERT_FROM_STAGING = """
+WITH inserted AS (
+    INSERT INTO events (event_id, occurred_at, user_id, event_type, properties)
+    SELECT event_id, occurred_at, user_id, event_type, properties FROM staging_events
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING occurred_at, user_id, event_type
+), queued AS (
+    INSERT INTO rollup_outbox (occurred_at, user_id, event_type)
+    SELECT occurred_at, user_id, event_type FROM inserted
+)
+SELECT count(*) FROM inserted
+"""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    ingested: int
+    duplicates: int
+
+
+def _ensure_staging(connection: sa.Connection) -> None:
+    info = connection.connection.info
+    if not info.get(_STAGING_READY):
+        connection.exec_driver_sql(CREATE_STAGING)
+        info[_STAGING_READY] = True
+
+
+def rows_to_csv(rows: Sequence[rules.EventRow]) -> io.StringIO:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    buffer.seek(0)
+    return buffer
+
+
+def write_events(connection: sa.Connection, rows: Sequence[rules.EventRow]) -> WriteResult:
+    """Store validated rows exactly once (by event_id) in the caller's transaction.
+
+    Inserted events are queued in ``rollup_outbox`` in the same transaction, so analytics rollups
+    can never miss a committed event.
+    """
+    if not rows:
+        return WriteResult(0, 0)
+    _ensure_staging(connection)
+    with connection.connection.dbapi_connection.cursor() as cursor:
+        cursor.copy_expert(COPY_STAGING, rows_to_csv(rows))
+    inserted = connection.exec_driver_sql(INSERT_FROM_STAGING).scalar_one()
+    # Empty the staging table now: the caller may write several batches in one transaction.
+    connection.exec_driver_sql("TRUNCATE staging_events")
+    result = WriteResult(ingested=inserted, duplicates=len(rows) - inserted)
+    EVENTS_TOTAL.labels("ingested").inc(result.ingested)
+    EVENTS_TOTAL.labels("duplicate").inc(result.duplicates)
+    BATCH_SIZE.observe(len(rows))
+    return result
+
+
+def reject(count: int) -> None:
+    """Count events refused by validation."""
+    EVENTS_TOTAL.labels("rejected").inc(count)
+
+
+# --- HTTP ingest -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    status_code: int
+    body: dict[str, Any]
+    replayed: bool = False
+
+
+def validate_batch(items: Any) -> list[rules.EventRow]:
+    """Return the rows of a JSON batch, or raise an ApiError naming every bad event by index and field."""
+    if not isinstance(items, list):
+        raise ApiError("Request body must be a JSON array of events.", status_code=422,
+                       errors={"json": {"_schema": ["Invalid input type: expected an array."]}})
+    if not items:
+        raise ApiError("Request body must contain at least one event.", status_code=422,
+                       errors={"json": {"_schema": ["Length must be between 1 and 10000."]}})
+    if len(items) > rules.MAX_EVENTS_PER_BATCH:
+        raise ApiError(
+            f"A batch holds at most {rules.MAX_EVENTS_PER_BATCH} events, got {len(items)}.", status_code=413
+        )
+    rows, errors = rules.validate_events(items)
+    if errors:
+        reject(len(items))
+        first = min(errors)
+        raise ApiError(
+            f"{len(errors)} of {len(items)} events are invalid (first: event {first}); nothing was stored.",
+            status_code=422,
+            errors={"json": {str(index): fields for index, fields in errors.items()}},
+        )
+    return rows
+
+
+class _KeyCleanup:
+    """Deletes expired idempotency keys at most once a minute per process."""
+
+    interval_seconds = 60.0
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def maybe_run(self, connection: sa.Connection) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.interval_seconds:
+            self._last = now
+            connection.exec_driver_sql("DELETE FROM processed_keys WHERE expires_at < now()")
+
+
+_key_cleanup = _KeyCleanup()
+
+
+def ingest_batch(
+    engine: sa.Engine,
+    items: Any,
+    *,
+    idempotency_key: str | None = None,
+    fingerprint: str | None = None,
+    key_ttl_seconds: int = 24 * 3600,
+) -> IngestOutcome:
+    """Validate and store one HTTP batch in one transaction; honour an Idempotency-Key.
+
+    With a key, the key is locked for the transaction: a concurrent request with the same key gets 409,
+    a completed one is replayed, and the key is recorded with the response in the same transaction as
+    the events, so a crash leaves neither.
+    """
+    rows = validate_batch(items)
+    with engine.begin() as connection:
+        if idempotency_key is not None:
+            replay = _claim_key(connection, idempotency_key, fingerprint or "")
+            if replay is not None:
+                return replay
+        result = write_events(connection, rows)
+        outcome = IngestOutcome(
+            status_code=201 if result.duplicates == 0 else 200,
+            body={"ingested": result.ingested, "duplicates": result.duplicates},
+        )
+        if idempotency_key is not None:
+            connection.execute(
+                sa.text(
+                    """
+                    INSERT INTO processed_keys (kind, key, fingerprint, status_code, result, expires_at)
+                    VALUES ('http', :key, :fingerprint, :status, CAST(:result AS jsonb),
+                            now() + make_interval(secs => :ttl))
+                    ON CONFLICT (kind, key) DO UPDATE SET
+                        fingerprint = EXCLUDED.fingerprint, status_code = EXCLUDED.status_code,
+                        result = EXCLUDED.result, created_at = now(), expires_at = EXCLUDED.expires_at
+                    """
+                ),
+                {
+                    "key": idempotency_key,
+                    "fingerprint": fingerprint or "",
+                    "status": outcome.status_code,
+                    "result": orjson.dumps(outcome.body).decode(),
+                    "ttl": key_ttl_seconds,
+                },
+            )
+            _key_cleanup.maybe_run(connection)
+    return outcome
+
+
+def _claim_key(connection: sa.Connection, key: str, fingerprint: str) -> IngestOutcome | None:
+    locked = connection.execute(
+        sa.text("SELECT pg_try_advisory_xact_lock(hashtextextended('http:' || :key, 0))"), {"key": key}
+    ).scalar_one()
+    if not locked:
+        raise ApiError(
+            "A request with this Idempotency-Key is still in progress; retry after it completes.",
+            status_code=409,
+            errors={"headers": {"Idempotency-Key": ["In use by a request in flight."]}},
+        )
+    stored = connection.execute(
+        sa.text(
+            "SELECT fingerprint, status_code, result FROM processed_keys "
+            "WHERE kind = 'http' AND key = :key AND expires_at > now()"
+        ),
+        {"key": key},
+    ).first()
+    if stored is None:
+        return None
+    if stored.fingerprint != fingerprint:
+        raise ApiError(
+            "This Idempotency-Key was already used with a different request body.",
+            status_code=422,
+            errors={"headers": {"Idempotency-Key": ["Already used with a different request body."]}},
+        )
+    IDEMPOTENT_REPLAYS.inc()
+    return IngestOutcome(status_code=stored.status_code, body=stored.result, replayed=True)

@@ -1,0 +1,49 @@
+"""Table definitions (SQLAlchemy Core). Migrations in ``migrations/`` create them."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("event_id", pg.UUID(as_uuid=False), primary_key=True),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("event_type", sa.Text, nullable=False),
+    sa.Column("properties", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Index("ix_events_occurred_at", "occurred_at"),
+    sa.Index("ix_events_event_type_occurred_at", "event_type", "occurred_at"),
+)
+
+# Rows inserted into ``events`` by the write function, waiting to be folded into the analytics
+# rollups. Written in the same transaction as the events, so no committed event is ever missed.
+rollup_outbox = sa.Table(
+    "rollup_outbox",
+    metadata,
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("event_type", sa.Text, nullable=False),
+)
+
+# Idempotency keys of HTTP requests (kind 'http', they expire) and CSV imports (kind 'import').
+processed_keys = sa.Table(
+    "processed_keys",
+    metadata,
+    sa.Column("kind", sa.Text, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("fingerprint", sa.Text, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=False),
+    sa.Column("result", pg.JSONB, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+)

@@ -1,0 +1,92 @@
+"""Test fixtures: one app per session on a real PostgreSQL, emptied before each test.
+
+With DATABASE_URL set, tests use that server (migrated here); otherwise an embedded PostgreSQL in a
+fresh temporary folder.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from eventsapp import create_app
+from eventsapp.extensions import db
+from eventsapp.models import metadata
+
+
+@pytest.fixture(scope="session")
+def app(tmp_path_factory):
+    config: dict[str, Any] = {"TESTING": True}
+    if not os.environ.get("DATABASE_URL"):
+        config["EVENTSAPP_DATA_DIR"] = tmp_path_factory.mktemp("embedded") / "pgdata"
+    app = create_app(config)
+    if os.environ.get("DATABASE_URL"):
+        from flask_migrate import upgrade
+
+        from eventsapp.database import MIGRATIONS_DIR
+
+        with app.app_context():
+            upgrade(directory=str(MIGRATIONS_DIR))
+    yield app
+
+
+@pytest.fixture(scope="session")
+def engine(app) -> sa.Engine:
+    with app.app_context():
+        return db.engine
+
+
+@pytest.fixture(autouse=True)
+def _empty_tables(request) -> None:
+    """Start every test that touches the database from empty tables."""
+    if "app" not in request.fixturenames and "engine" not in request.fixturenames and "client" not in request.fixturenames:
+        return
+    engine = request.getfixturevalue("engine")
+    names = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"TRUNCATE {names}")
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture(scope="session")
+def live_server(app) -> Iterator[str]:
+    """The app served by waitress on a free loopback port, for tests that speak real HTTP."""
+    from waitress.server import create_server
+
+    server = create_server(app, host="127.0.0.1", port=0, threads=8)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.effective_port}"
+    server.close()
+
+
+def make_event(**overrides: Any) -> dict[str, Any]:
+    """A valid event as a client would send it; override any field."""
+    event = {
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat(),
+        "user_id": "user-1",
+        "event_type": "app_open",
+        "properties": {"plan": "pro", "n": 3},
+    }
+    event.update(overrides)
+    return event
+
+
+def stored_count(engine: sa.Engine) -> int:
+    with engine.connect() as connection:
+        return connection.exec_driver_sql("SELECT count(*) FROM events").scalar_one()
