@@ -51,6 +51,8 @@ def _register_blueprints(app: Flask, api) -> None:
     assets = Path(flask_swagger_ui.__file__).resolve().parent / "dist"
     app.register_blueprint(Blueprint("docs_assets", __name__, static_folder=str(assets),
                                      static_url_path="/docs-assets"))
+    from .dashboard.routes import bp as dashboard_bp
+    app.register_blueprint(dashboard_bp)
 
 
 def _register_cli(app: Flask) -> None:

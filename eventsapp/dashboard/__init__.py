@@ -1,0 +1,1 @@
+"""The dashboard: one HTML page drawing the stats JSON API as charts, every asset served by the app."""
