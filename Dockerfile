@@ -1,0 +1,23 @@
+# eventsapp served by waitress as a non-root user. Use with DATABASE_URL (see docker-compose.yml);
+# without it the app would start an embedded PostgreSQL inside the container's /data volume.
+FROM python:3.12-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    EVENTSAPP_DATA_DIR=/data/pgdata
+
+WORKDIR /app
+COPY setup.cfg pyproject.toml README.md ./
+COPY eventsapp ./eventsapp
+RUN pip install .
+COPY migrations ./migrations
+COPY wsgi.py ./
+COPY data/sample_events.csv ./data/sample_events.csv
+
+RUN useradd --create-home --uid 10001 eventsapp && mkdir -p /data && chown eventsapp /data
+USER eventsapp
+VOLUME ["/data"]
+EXPOSE 8000
+
+# Apply migrations (a no-op when at head), then serve. exec makes waitress PID 1's child-free
+# replacement so SIGTERM from `docker stop` reaches it.
+CMD ["sh", "-c", "flask db upgrade && exec waitress-serve --listen=0.0.0.0:8000 --threads=8 wsgi:app"]
