@@ -8,8 +8,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
 WORKDIR /app
 COPY setup.cfg pyproject.toml README.md ./
 COPY eventsapp ./eventsapp
-RUN pip install .
 COPY migrations ./migrations
+# Editable install: the app finds migrations/ beside its package, as in a clone.
+RUN pip install -e .
 COPY wsgi.py ./
 COPY data/sample_events.csv ./data/sample_events.csv
 
