@@ -47,6 +47,9 @@ def _register_blueprints(app: Flask, api) -> None:
 
     api.register_blueprint(health_blp)
     api.register_blueprint(ingest_blp)
+    from .sdk.routes import posthog_blp, segment_blp
+    api.register_blueprint(segment_blp)
+    api.register_blueprint(posthog_blp)
     # Swagger UI's assets come from the installed package, so /docs works with no internet.
     assets = Path(flask_swagger_ui.__file__).resolve().parent / "dist"
     app.register_blueprint(Blueprint("docs_assets", __name__, static_folder=str(assets),

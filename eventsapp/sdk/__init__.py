@@ -1,0 +1,1 @@
+"""Drop-in target for the Segment and PostHog SDKs (issue 7)."""
