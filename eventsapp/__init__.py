@@ -28,6 +28,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     api.init_app(app)
     metrics.init_app(app)
+    from . import observability, security
+    observability.init_app(app)  # request ids + JSON logs first, so every later hook is covered
+    security.init_app(app)  # API keys, rate limits, OpenAPI security; before blueprints are registered
     app.extensions["eventsapp_schema_gate"] = SchemaGate()
 
     _register_blueprints(app, api)
@@ -59,7 +62,8 @@ def _register_blueprints(app: Flask, api) -> None:
 
 
 def _register_cli(app: Flask) -> None:
-    pass
+    from .serving import serve_command
+    app.cli.add_command(serve_command)
 
 
 def _configure_logging(level: str) -> None:

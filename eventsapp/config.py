@@ -22,6 +22,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = (env.get(name) or default).strip().lower()
+    if raw not in allowed:
+        raise SystemExit(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return raw
+
+
 def normalize_database_url(url: str) -> str:
     """Map the URLs users hand us (docker compose, hosted databases) onto the psycopg2 driver.
 
@@ -44,6 +51,16 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "EVENTSAPP_MAX_BODY_BYTES": _int(env, "EVENTSAPP_MAX_BODY_BYTES", 20 * 1024 * 1024),
         "EVENTSAPP_TIMEZONE": env.get("EVENTSAPP_TIMEZONE") or "UTC",
         "EVENTSAPP_LOG_LEVEL": (env.get("EVENTSAPP_LOG_LEVEL") or "INFO").upper(),
+        # Hardening: auth, rate limits, serving. Auth and limits are read from app.config per request.
+        "EVENTSAPP_AUTH": _choice(env, "EVENTSAPP_AUTH", "required", ("required", "off")),
+        "EVENTSAPP_METRICS_AUTH": _choice(env, "EVENTSAPP_METRICS_AUTH", "off", ("required", "off")),
+        "EVENTSAPP_KEY_CACHE_SECONDS": _int(env, "EVENTSAPP_KEY_CACHE_SECONDS", 5),
+        "EVENTSAPP_RATE_LIMIT_INGEST": env.get("EVENTSAPP_RATE_LIMIT_INGEST") or "6000/minute",
+        "EVENTSAPP_RATE_LIMIT_STATS": env.get("EVENTSAPP_RATE_LIMIT_STATS") or "1200/minute",
+        "EVENTSAPP_RATELIMIT_STORAGE_URI": env.get("EVENTSAPP_RATELIMIT_STORAGE_URI") or "memory://",
+        "EVENTSAPP_THREADS": _int(env, "EVENTSAPP_THREADS", 8),
+        "EVENTSAPP_CHANNEL_TIMEOUT": _int(env, "EVENTSAPP_CHANNEL_TIMEOUT", 30),
+        "EVENTSAPP_SHUTDOWN_TIMEOUT": _int(env, "EVENTSAPP_SHUTDOWN_TIMEOUT", 30),
     }
 
 

@@ -22,6 +22,9 @@ from eventsapp.models import metadata
 @pytest.fixture(scope="session")
 def app(tmp_path_factory):
     config: dict[str, Any] = {"TESTING": True}
+    # Most tests run unauthenticated and unthrottled; tests/test_security*.py switch these on per test.
+    config.update({"EVENTSAPP_AUTH": "off", "EVENTSAPP_RATE_LIMIT_INGEST": "1000000/minute",
+                   "EVENTSAPP_RATE_LIMIT_STATS": "1000000/minute"})
     if not os.environ.get("DATABASE_URL"):
         config["EVENTSAPP_DATA_DIR"] = tmp_path_factory.mktemp("embedded") / "pgdata"
     app = create_app(config)

@@ -1,0 +1,126 @@
+"""Request ids, one JSON log line per request, and the metrics beyond HTTP.
+
+Every log record (ours, libraries', waitress's) gets the current request id, and the root handler
+writes JSON, so log shippers need no parsing rules. Headers and bodies are never logged, and the
+database URL only with its password masked.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask, Response, g, has_request_context, request
+from prometheus_client import Counter, Gauge
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# Accept a caller's id only if it is short and harmless in logs and headers.
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+
+access_log = logging.getLogger("eventsapp.access")
+log = logging.getLogger(__name__)
+
+DB_POOL_IN_USE = Gauge("eventsapp_db_pool_connections_in_use", "Database connections checked out of the pool")
+DB_POOL_SIZE = Gauge("eventsapp_db_pool_size", "Configured size of the database connection pool")
+# Incremented by the CSV importer (flask import-csv); defined here so every metric lives in one list.
+IMPORT_ROWS = Counter("eventsapp_import_rows_total", "CSV rows handled by imports, by result", ["result"])
+
+_STANDARD_RECORD_KEYS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id"}
+
+
+def mask_database_url(url: str | sa.URL | None) -> str:
+    """The URL with its password replaced by ***, safe to log."""
+    if not url:
+        return "(none)"
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL may still hold a secret: log nothing of it
+        return "(unparsable URL hidden)"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id, and any ``extra`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_RECORD_KEYS and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+_previous_factory = logging.getLogRecordFactory()
+
+
+def _record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    record = _previous_factory(*args, **kwargs)
+    record.request_id = g.get("request_id") if has_request_context() else None
+    return record
+
+
+def configure_json_logging(level: str) -> None:
+    """Make the root logger's stream handlers write JSON, and stamp every record with the request id."""
+    if logging.getLogRecordFactory() is not _record_factory:
+        logging.setLogRecordFactory(_record_factory)
+    root = logging.getLogger()
+    if not any(type(handler) is logging.StreamHandler for handler in root.handlers):
+        root.addHandler(logging.StreamHandler())
+    for handler in root.handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.setFormatter(JsonFormatter())
+    root.setLevel(level)
+
+
+def _start_request() -> None:
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    g.request_started = time.perf_counter()
+
+
+def _finish_request(response: Response) -> Response:
+    request_id = g.get("request_id") or uuid.uuid4().hex
+    response.headers[REQUEST_ID_HEADER] = request_id
+    started = g.get("request_started")
+    access_log.info(
+        "%s %s %s",
+        request.method,
+        request.path,
+        response.status_code,
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+            "key_name": g.get("api_key_name"),
+            "remote_addr": request.remote_addr,
+        },
+    )
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Wire request ids, JSON logs and the pool metrics into ``app``."""
+    configure_json_logging(app.config.get("EVENTSAPP_LOG_LEVEL", "INFO"))
+    # First in line, so the request id exists before auth or the rate limiter can log or refuse.
+    app.before_request_funcs.setdefault(None, []).insert(0, _start_request)
+    app.after_request(_finish_request)
+    from .extensions import db
+
+    with app.app_context():
+        engine = db.engine
+    DB_POOL_IN_USE.set_function(lambda: getattr(engine.pool, "checkedout", lambda: 0)())
+    DB_POOL_SIZE.set_function(lambda: getattr(engine.pool, "size", lambda: 0)())
+    log.info("database: %s", mask_database_url(engine.url))

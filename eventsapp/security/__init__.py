@@ -1,0 +1,31 @@
+"""API keys with scopes, the auth hook, rate limits, and their OpenAPI description.
+
+``authenticate(raw_key, scope)`` is the one function that checks a key; the request hook calls it
+for header keys, and the SDK endpoints call it with the key their payloads carry.
+"""
+from __future__ import annotations
+
+from flask import Flask
+
+from .auth import authenticate, key_from_headers
+from .keys import ANONYMOUS, KeyIdentity
+
+__all__ = ["ANONYMOUS", "KeyIdentity", "authenticate", "init_app", "key_from_headers"]
+
+
+def init_app(app: Flask) -> None:
+    """Wire auth, rate limits, the OpenAPI security schemes and ``flask keys`` into ``app``.
+
+    Call after ``api.init_app`` and before blueprints are registered (the OpenAPI plugin documents
+    operations as they are registered).
+    """
+    from ..extensions import api
+    from .auth import init_auth
+    from .cli import keys_cli
+    from .limits import init_limits
+    from .openapi import init_openapi
+
+    init_auth(app)
+    init_limits(app)
+    init_openapi(api)
+    app.cli.add_command(keys_cli)
