@@ -17,6 +17,7 @@ from ..extensions import db
 from ..health.checks import require_schema_at_head
 from ..ingest import rules
 from ..ingest.body import read_json_body
+from ..security import authenticate
 from . import service
 from .schemas import (
     PostHogBatchSchema,
@@ -47,8 +48,6 @@ _ERRORS = {
 
 def authenticate_sdk_key(raw_key: str | None) -> None:
     """THE auth call site of both SDK blueprints: the key must be an ``ingest`` key when auth is on."""
-    from ..security.auth import authenticate
-
     authenticate(raw_key, "ingest")
 
 
