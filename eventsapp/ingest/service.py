@@ -24,9 +24,7 @@ BATCH_SIZE = Histogram(
 )
 IDEMPOTENT_REPLAYS = Counter("eventsapp_idempotent_replays_total", "Responses replayed for a known Idempotency-Key")
 
-_STAGING_READY = "eventsapp_staging_ready"
-
-# Created once per database connection; emptied by every commit.
+# A temp table lives as long as its connection; every commit empties it.
 CREATE_STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS staging_events (
     event_id uuid NOT NULL,
@@ -62,10 +60,8 @@ class WriteResult:
 
 
 def _ensure_staging(connection: sa.Connection) -> None:
-    info = connection.connection.info
-    if not info.get(_STAGING_READY):
-        connection.exec_driver_sql(CREATE_STAGING)
-        info[_STAGING_READY] = True
+    # Not cached per connection: a rolled-back first transaction also rolls back the CREATE.
+    connection.exec_driver_sql(CREATE_STAGING)
 
 
 def rows_to_csv(rows: Sequence[rules.EventRow]) -> io.StringIO:
