@@ -50,6 +50,8 @@ def _register_blueprints(app: Flask, api) -> None:
 
     api.register_blueprint(health_blp)
     api.register_blueprint(ingest_blp)
+    from .stats.routes import blp as stats_blp
+    api.register_blueprint(stats_blp)
     from .sdk.routes import posthog_blp, segment_blp
     api.register_blueprint(segment_blp)
     api.register_blueprint(posthog_blp)
@@ -64,6 +66,8 @@ def _register_blueprints(app: Flask, api) -> None:
 def _register_cli(app: Flask) -> None:
     from .serving import serve_command
     app.cli.add_command(serve_command)
+    from .stats.cli import rollups_cli
+    app.cli.add_command(rollups_cli)
 
 
 def _configure_logging(level: str) -> None:

@@ -50,6 +50,7 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "EVENTSAPP_IDEMPOTENCY_TTL": _int(env, "EVENTSAPP_IDEMPOTENCY_TTL", 24 * 3600),
         "EVENTSAPP_MAX_BODY_BYTES": _int(env, "EVENTSAPP_MAX_BODY_BYTES", 20 * 1024 * 1024),
         "EVENTSAPP_TIMEZONE": env.get("EVENTSAPP_TIMEZONE") or "UTC",
+        "EVENTSAPP_QUERY_TIMEOUT_MS": _int(env, "EVENTSAPP_QUERY_TIMEOUT_MS", 10_000),
         "EVENTSAPP_LOG_LEVEL": (env.get("EVENTSAPP_LOG_LEVEL") or "INFO").upper(),
         # Hardening: auth, rate limits, serving. Auth and limits are read from app.config per request.
         "EVENTSAPP_AUTH": _choice(env, "EVENTSAPP_AUTH", "required", ("required", "off")),

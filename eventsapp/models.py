@@ -35,6 +35,59 @@ rollup_outbox = sa.Table(
     sa.Column("event_type", sa.Text, nullable=False),
 )
 
+# Analytics rollups (eventsapp/stats/rollups.py folds the outbox into them; migration 0003).
+# Project-timezone ("local") tables follow rollup_meta.project_tz; the others are timezone-free.
+rollup_meta = sa.Table(
+    "rollup_meta",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("project_tz", sa.Text, nullable=False),
+    sa.Column("built_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint("id = 1", name="ck_rollup_meta_single_row"),
+)
+rollup_user_day = sa.Table(  # per user and UTC day: first and last event time
+    "rollup_user_day",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("first_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_at", sa.DateTime(timezone=True), nullable=False),
+)
+rollup_user_first = sa.Table(
+    "rollup_user_first",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("first_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_rollup_user_first_first_at", "first_at"),
+)
+rollup_type_quarter = sa.Table(  # events per 15-minute UTC bucket and event type
+    "rollup_type_quarter",
+    metadata,
+    sa.Column("bucket", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("event_type", sa.Text, primary_key=True),
+    sa.Column("events", sa.BigInteger, nullable=False),
+)
+rollup_local_day_user = sa.Table(
+    "rollup_local_day_user",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Index("ix_rollup_local_day_user_user_id_day", "user_id", "day"),
+)
+rollup_local_day_type = sa.Table(
+    "rollup_local_day_type",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("event_type", sa.Text, primary_key=True),
+    sa.Column("events", sa.BigInteger, nullable=False),
+)
+rollup_dau = sa.Table(
+    "rollup_dau",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("users", sa.BigInteger, nullable=False),
+)
+
 # Idempotency keys of HTTP requests (kind 'http', they expire) and CSV imports (kind 'import').
 processed_keys = sa.Table(
     "processed_keys",

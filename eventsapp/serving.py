@@ -58,6 +58,8 @@ def serve(app: Flask, host: str, port: int, on_listening: Callable[[str], None] 
         threads=config["EVENTSAPP_THREADS"],
         # Idle and slow clients are disconnected after this many seconds without progress.
         channel_timeout=config["EVENTSAPP_CHANNEL_TIMEOUT"],
+        # waitress only looks for timed-out channels every cleanup_interval seconds (default 30).
+        cleanup_interval=max(1, min(30, config["EVENTSAPP_CHANNEL_TIMEOUT"] // 2)),
         # Bound what a client can make us buffer: headers, and bodies beyond our own limit.
         max_request_header_size=64 * 1024,
         max_request_body_size=config["EVENTSAPP_MAX_BODY_BYTES"] + 1024,
@@ -94,4 +96,4 @@ def serve(app: Flask, host: str, port: int, on_listening: Callable[[str], None] 
 def serve_command(host: str, port: int) -> None:
     """Serve the app with waitress (EVENTSAPP_THREADS, EVENTSAPP_CHANNEL_TIMEOUT); stop gracefully on SIGTERM."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    serve(app, host, port, on_listening=lambda url: click.echo(f"eventsapp serving on {url}", err=True))
+    serve(app, host, port)

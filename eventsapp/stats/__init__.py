@@ -1,0 +1,1 @@
+"""Analytics: DAU, top events, retention and summary, answered from rollups where that is exact."""

@@ -1,0 +1,309 @@
+"""Read side of the analytics: one function per question, each taking a connection first.
+
+Routing, per request: project timezone and no segment → the project-timezone rollups (a few hundred
+rows at most); another timezone, no segment → the timezone-free rollups (per user and UTC day first/last
+event time, per user first event, per 15-minute bucket counts), which are exact for any timezone whose
+local days (or windows) touch a UTC day boundary or are aligned to a quarter hour; otherwise (segments, or
+a timezone the rollups cannot answer exactly) a scan of ``events`` that computes the local date of each
+event with ``AT TIME ZONE``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import psycopg2.errors
+import sqlalchemy as sa
+
+from ..errors import ApiError
+from .rollups import fold_outbox
+from .schemas import Segment
+
+UTC = timezone.utc
+QUERY_RETRY_AFTER_SECONDS = 5
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a question is asked: its timezone, the project timezone the rollups hold, and its filters."""
+
+    tz: str
+    rollup_tz: str
+    segments: tuple[Segment, ...] = ()
+
+    @property
+    def project_rollups(self) -> bool:
+        return not self.segments and self.tz == self.rollup_tz
+
+
+def run_read(engine: sa.Engine, question: Callable[..., T], *, project_tz: str, timeout_ms: int,
+             tz: str | None = None, segment: Sequence[Segment] = (), **arguments: Any) -> T:
+    """Fold the outbox (read-your-writes), then answer ``question`` under a statement timeout.
+
+    A query cancelled by the timeout becomes a 503 with Retry-After.
+    """
+    with engine.begin() as connection:
+        fold_outbox(connection, project_tz)
+    scope = Scope(tz=tz or project_tz, rollup_tz=project_tz, segments=tuple(segment))
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+            return question(connection, scope, **arguments)
+    except sa.exc.OperationalError as exc:
+        if isinstance(exc.orig, psycopg2.errors.QueryCanceled):
+            raise ApiError(
+                f"The query took longer than {timeout_ms} ms and was cancelled; narrow the range or retry later.",
+                status_code=503, headers={"Retry-After": str(QUERY_RETRY_AFTER_SECONDS)},
+            ) from None
+        raise
+
+
+# --- time helpers ---------------------------------------------------------------------------------
+
+
+def day_start(day: date, tz: str) -> datetime:
+    """The first instant (UTC) of local date ``day`` in ``tz`` (a midnight skipped by DST starts it later)."""
+    return datetime.combine(day, time(0), tzinfo=ZoneInfo(tz)).astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Instants [start, end) and the UTC dates they touch, [first_utc_day, last_utc_day]."""
+
+    start: datetime
+    end: datetime
+
+    @property
+    def first_utc_day(self) -> date:
+        return self.start.date()
+
+    @property
+    def last_utc_day(self) -> date:
+        return (self.end - timedelta(microseconds=1)).date()
+
+    @property
+    def inside_one_utc_day(self) -> bool:
+        """True when neither end is a UTC midnight and both fall in the same UTC day: first/last event
+        times per UTC day cannot tell whether a user was active in such a middle slice."""
+        midnight = time(0)
+        return (self.first_utc_day == self.last_utc_day and self.start.timetz().replace(tzinfo=None) != midnight
+                and self.end.timetz().replace(tzinfo=None) != midnight)
+
+
+def local_days(first: date, count: int, step: int, tz: str) -> list[Interval]:
+    """``count`` consecutive spans of ``step`` local days from ``first``, as UTC instants."""
+    starts = [day_start(first + timedelta(days=i * step), tz) for i in range(count + 1)]
+    return [Interval(starts[i], starts[i + 1]) for i in range(count)]
+
+
+def _quarter_aligned(*instants: datetime) -> bool:
+    return all(int(instant.timestamp()) % 900 == 0 and instant.microsecond == 0 for instant in instants)
+
+
+def _segment_sql(segments: Sequence[Segment], params: dict[str, Any]) -> str:
+    parts = ["TRUE"]
+    for i, segment in enumerate(segments):
+        params[f"seg{i}"] = segment.value
+        if segment.kind == "event_type":
+            parts.append(f"event_type = %(seg{i})s")
+        else:
+            params[f"segkey{i}"] = segment.key
+            parts.append(f"properties ->> %(segkey{i})s = %(seg{i})s")
+    return " AND ".join(parts)
+
+
+def _events_in(first: date, last: date, scope: Scope, params: dict[str, Any]) -> str:
+    """WHERE clause: events whose local date in ``scope.tz`` is in [first, last], matching the segments."""
+    params.update(tz=scope.tz, first=first, last=last,
+                  start=day_start(first, scope.tz), end=day_start(last + timedelta(days=1), scope.tz))
+    # The instant range lets the index narrow the scan; the local date check is the definition.
+    return (
+        "occurred_at >= %(start)s AND occurred_at < %(end)s"
+        " AND (occurred_at AT TIME ZONE %(tz)s)::date BETWEEN %(first)s AND %(last)s AND "
+        + _segment_sql(scope.segments, params)
+    )
+
+
+# --- DAU ------------------------------------------------------------------------------------------
+
+
+def daily_active_users(connection: sa.Connection, scope: Scope, *, from_: date, to: date) -> list[dict]:
+    """Return ``[{"date", "dau"}]`` for every local date in [from_, to], zero-filled: distinct users with at
+    least one matching event that day."""
+    days = (to - from_).days + 1
+    intervals = local_days(from_, days, 1, scope.tz)
+    params: dict[str, Any] = {"first": from_, "last": to}
+    if scope.project_rollups:
+        sql = "SELECT day, users FROM rollup_dau WHERE day BETWEEN %(first)s AND %(last)s"
+    elif not scope.segments and not any(i.inside_one_utc_day for i in intervals):
+        # A local day meets each UTC day in a prefix, a suffix or all of it: a user was active in it
+        # exactly when their first event of that UTC day is before its end and their last after its start.
+        params.update(
+            days=[from_ + timedelta(days=i) for i in range(days)],
+            starts=[i.start for i in intervals], ends=[i.end for i in intervals],
+            los=[i.first_utc_day for i in intervals], his=[i.last_utc_day for i in intervals],
+        )
+        sql = """
+            SELECT d.day, count(DISTINCT u.user_id)
+            FROM unnest(%(days)s::date[], %(starts)s::timestamptz[], %(ends)s::timestamptz[],
+                        %(los)s::date[], %(his)s::date[]) AS d(day, a, b, lo, hi)
+            JOIN rollup_user_day u ON u.day BETWEEN d.lo AND d.hi AND u.first_at < d.b AND u.last_at >= d.a
+            GROUP BY d.day
+        """
+    else:
+        where = _events_in(from_, to, scope, params)
+        sql = f"""
+            SELECT day, count(*) FROM (
+                SELECT DISTINCT (occurred_at AT TIME ZONE %(tz)s)::date AS day, user_id FROM events WHERE {where}
+            ) AS pairs GROUP BY day
+        """
+    counts = dict(connection.exec_driver_sql(sql, params).all())
+    return [{"date": from_ + timedelta(days=i), "dau": counts.get(from_ + timedelta(days=i), 0)}
+            for i in range(days)]
+
+
+# --- top events -----------------------------------------------------------------------------------
+
+TOP_ORDER = "ORDER BY 2 DESC, event_type COLLATE \"C\" LIMIT %(limit)s"
+
+
+def top_events(connection: sa.Connection, scope: Scope, *, from_: date, to: date, limit: int = 10) -> list[dict]:
+    """Return ``[{"event_type", "count"}]``: matching events per type with a local date in [from_, to],
+    by count descending then event_type by code point, at most ``limit`` rows."""
+    params: dict[str, Any] = {"first": from_, "last": to, "limit": limit}
+    start, end = day_start(from_, scope.tz), day_start(to + timedelta(days=1), scope.tz)
+    if scope.project_rollups:
+        sql = f"""SELECT event_type, sum(events) FROM rollup_local_day_type
+                  WHERE day BETWEEN %(first)s AND %(last)s GROUP BY 1 {TOP_ORDER}"""
+    elif not scope.segments and _quarter_aligned(start, end):
+        params.update(start=start, end=end)
+        sql = f"""SELECT event_type, sum(events) FROM rollup_type_quarter
+                  WHERE bucket >= %(start)s AND bucket < %(end)s GROUP BY 1 {TOP_ORDER}"""
+    else:
+        sql = f"SELECT event_type, count(*) FROM events WHERE {_events_in(from_, to, scope, params)} GROUP BY 1 {TOP_ORDER}"
+    return [{"event_type": name, "count": int(count)} for name, count in connection.exec_driver_sql(sql, params)]
+
+
+# --- retention ------------------------------------------------------------------------------------
+
+
+def retention(connection: sa.Connection, scope: Scope, *, start_date: date, windows: int = 3,
+              window_size: str = "daily", cohort: str = "first_seen", cohorts: int = 1) -> list[dict]:
+    """Return one row per cohort: ``{"cohort_start_date", "size", "w0", ...}``.
+
+    Cohort c starts at ``start_date + c·step`` (step 1 or 7 days); its window k covers the local days
+    [start + (c+k)·step, +step). Members: users whose first-ever matching event (``first_seen``) or any
+    matching event (``active``) falls in window 0; ``wk`` is the share of members with a matching event in
+    window k, rounded to 4 places.
+    """
+    step = 7 if window_size == "weekly" else 1
+    spans = cohorts + windows - 1  # global windows g; cohort c's window k is g = c + k
+    intervals = local_days(start_date, spans, step, scope.tz)
+    params: dict[str, Any] = {
+        "tz": scope.tz, "start_date": start_date, "step": step, "cohorts": cohorts, "windows": windows,
+        "a0": intervals[0].start, "a_cohorts": intervals[cohorts - 1].end, "a_end": intervals[-1].end,
+        "d_cohorts": start_date + timedelta(days=cohorts * step), "d_end": start_date + timedelta(days=spans * step),
+    }
+    window_of = "((({t} AT TIME ZONE %(tz)s)::date - %(start_date)s) / %(step)s)"
+    if scope.project_rollups:
+        if cohort == "first_seen":
+            members = f"""SELECT user_id, {window_of.format(t='first_at')} AS c FROM rollup_user_first
+                          WHERE first_at >= %(a0)s AND first_at < %(a_cohorts)s"""
+        else:
+            members = """SELECT DISTINCT user_id, (day - %(start_date)s) / %(step)s AS c FROM rollup_local_day_user
+                         WHERE day >= %(start_date)s AND day < %(d_cohorts)s"""
+        sql = f"""
+            WITH m AS MATERIALIZED ({members})
+            SELECT m.c, (l.day - %(start_date)s) / %(step)s - m.c AS k, count(DISTINCT m.user_id)
+            FROM m JOIN rollup_local_day_user l ON l.user_id = m.user_id
+                AND l.day >= %(start_date)s + m.c * %(step)s AND l.day < %(start_date)s + (m.c + %(windows)s) * %(step)s
+            WHERE m.c >= 0 AND m.c < %(cohorts)s
+            GROUP BY 1, 2
+        """
+    elif not scope.segments and not any(i.inside_one_utc_day for i in intervals):
+        params.update(gs=list(range(spans)), starts=[i.start for i in intervals], ends=[i.end for i in intervals],
+                      los=[i.first_utc_day for i in intervals], his=[i.last_utc_day for i in intervals])
+        windows_cte = """w AS (SELECT * FROM unnest(%(gs)s::int[], %(starts)s::timestamptz[], %(ends)s::timestamptz[],
+                                                    %(los)s::date[], %(his)s::date[]) AS w(g, a, b, lo, hi))"""
+        if cohort == "first_seen":
+            members = f"""SELECT user_id, {window_of.format(t='first_at')} AS c FROM rollup_user_first
+                          WHERE first_at >= %(a0)s AND first_at < %(a_cohorts)s"""
+        else:
+            members = """SELECT DISTINCT u.user_id, w.g AS c FROM w JOIN rollup_user_day u
+                             ON u.day BETWEEN w.lo AND w.hi AND u.first_at < w.b AND u.last_at >= w.a
+                         WHERE w.g < %(cohorts)s"""
+        sql = f"""
+            WITH {windows_cte}, m AS MATERIALIZED ({members}),
+            active AS (
+                SELECT DISTINCT u.user_id, w.g FROM w JOIN rollup_user_day u
+                    ON u.day BETWEEN w.lo AND w.hi AND u.first_at < w.b AND u.last_at >= w.a
+                WHERE u.user_id IN (SELECT user_id FROM m)
+            )
+            SELECT m.c, a.g - m.c AS k, count(*) FROM m JOIN active a
+                ON a.user_id = m.user_id AND a.g >= m.c AND a.g < m.c + %(windows)s
+            WHERE m.c >= 0 AND m.c < %(cohorts)s
+            GROUP BY 1, 2
+        """
+    else:
+        segment = _segment_sql(scope.segments, params)
+        active = f"""SELECT DISTINCT user_id, {window_of.format(t='occurred_at')} AS g FROM events
+                     WHERE occurred_at >= %(a0)s AND occurred_at < %(a_end)s AND {segment}
+                       AND (occurred_at AT TIME ZONE %(tz)s)::date >= %(start_date)s
+                       AND (occurred_at AT TIME ZONE %(tz)s)::date < %(d_end)s"""
+        if cohort == "first_seen":
+            # First-ever means over all stored matching events, also those before start_date.
+            members = f"""SELECT user_id, {window_of.format(t='first_at')} AS c FROM (
+                              SELECT user_id, min(occurred_at) AS first_at FROM events WHERE {segment} GROUP BY 1
+                          ) AS firsts WHERE first_at >= %(a0)s AND first_at < %(a_cohorts)s"""
+        else:
+            members = "SELECT user_id, g AS c FROM a WHERE g < %(cohorts)s"
+        sql = f"""
+            WITH a AS MATERIALIZED ({active}), m AS MATERIALIZED ({members})
+            SELECT m.c, a.g - m.c AS k, count(*) FROM m JOIN a
+                ON a.user_id = m.user_id AND a.g >= m.c AND a.g < m.c + %(windows)s
+            WHERE m.c >= 0 AND m.c < %(cohorts)s
+            GROUP BY 1, 2
+        """
+    counts = {(c, k): n for c, k, n in connection.exec_driver_sql(sql, params)}
+    rows = []
+    for c in range(cohorts):
+        size = counts.get((c, 0), 0)  # every member is active in its window 0 by definition
+        row: dict[str, Any] = {"cohort_start_date": start_date + timedelta(days=c * step), "size": size}
+        for k in range(windows):
+            row[f"w{k}"] = round(counts.get((c, k), 0) / size, 4) if size else 0.0
+        rows.append(row)
+    return rows
+
+
+# --- summary --------------------------------------------------------------------------------------
+
+
+def summary(connection: sa.Connection, scope: Scope, *, from_: date, to: date) -> dict:
+    """Return ``{"first_date", "last_date", "events", "users"}``: the local dates of the earliest and
+    latest stored events (all events, whatever the range or segments), and the matching events and
+    distinct users with a local date in [from_, to]."""
+    params: dict[str, Any] = {"tz": scope.tz, "first": from_, "last": to}
+    first_date, last_date = connection.exec_driver_sql(
+        "SELECT ((SELECT min(occurred_at) FROM events) AT TIME ZONE %(tz)s)::date,"
+        " ((SELECT max(occurred_at) FROM events) AT TIME ZONE %(tz)s)::date", params,
+    ).one()
+    whole = Interval(day_start(from_, scope.tz), day_start(to + timedelta(days=1), scope.tz))
+    if scope.project_rollups:
+        sql = """SELECT (SELECT coalesce(sum(events), 0) FROM rollup_local_day_type
+                         WHERE day BETWEEN %(first)s AND %(last)s),
+                        (SELECT count(DISTINCT user_id) FROM rollup_local_day_user
+                         WHERE day BETWEEN %(first)s AND %(last)s)"""
+    elif not scope.segments and _quarter_aligned(whole.start, whole.end) and not whole.inside_one_utc_day:
+        params.update(start=whole.start, end=whole.end, lo=whole.first_utc_day, hi=whole.last_utc_day)
+        sql = """SELECT (SELECT coalesce(sum(events), 0) FROM rollup_type_quarter
+                         WHERE bucket >= %(start)s AND bucket < %(end)s),
+                        (SELECT count(DISTINCT user_id) FROM rollup_user_day
+                         WHERE day BETWEEN %(lo)s AND %(hi)s AND first_at < %(end)s AND last_at >= %(start)s)"""
+    else:
+        sql = f"SELECT count(*), count(DISTINCT user_id) FROM events WHERE {_events_in(from_, to, scope, params)}"
+    events, users = connection.exec_driver_sql(sql, params).one()
+    return {"first_date": first_date, "last_date": last_date, "events": int(events), "users": int(users)}

@@ -1,0 +1,96 @@
+"""``GET /stats/dau``, ``/stats/top-events``, ``/stats/retention``, ``/stats/summary``."""
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from flask import current_app
+from flask_smorest import Blueprint
+from marshmallow import RAISE
+from webargs.flaskparser import FlaskParser
+
+from ..errors import ApiError, ErrorResponseSchema
+from ..extensions import db
+from ..health.checks import require_schema_at_head
+from . import queries
+from .schemas import (DauArgs, DauRowSchema, RetentionArgs, RetentionRowSchema, SummaryArgs, SummarySchema,
+                      TopEventRowSchema, TopEventsArgs)
+
+
+class _QueryParser(FlaskParser):
+    """Bad query parameters are the client's mistake: 400 naming each parameter, unknown ones included."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": RAISE, "querystring": RAISE}
+
+    def handle_error(self, error, req, schema, *, error_status_code, error_headers) -> NoReturn:
+        names = sorted(name for location in error.messages.values() if isinstance(location, dict)
+                       for name in location)
+        raise ApiError(f"Invalid query parameter(s): {', '.join(names)}.", status_code=400,
+                       errors=error.messages)
+
+
+class _StatsBlueprint(Blueprint):
+    ARGUMENTS_PARSER = _QueryParser()
+
+
+blp = _StatsBlueprint("stats", __name__, url_prefix="/stats",
+                      description="Analytics in any timezone: DAU, top events, retention, summary.")
+blp.before_request(require_schema_at_head)
+
+_ERRORS = {
+    400: "A malformed parameter (errors.query names it): unknown timezone or segment, `from` after `to`, "
+    "a range over 366 days, a limit/windows/cohorts out of range, or an unknown parameter.",
+    503: "The query ran longer than EVENTSAPP_QUERY_TIMEOUT_MS, or the database is unavailable or not "
+    "migrated. Honour Retry-After.",
+}
+
+
+def _document_errors(view):
+    for status, description in _ERRORS.items():
+        view = blp.alt_response(status, schema=ErrorResponseSchema, description=description)(view)
+    return view
+
+
+def _answer(question, **arguments: Any):
+    config = current_app.config
+    return queries.run_read(db.engine, question, project_tz=config["EVENTSAPP_TIMEZONE"],
+                            timeout_ms=config["EVENTSAPP_QUERY_TIMEOUT_MS"], **arguments)
+
+
+@blp.route("/dau")
+@blp.arguments(DauArgs, location="query", as_kwargs=True)
+@blp.response(200, DauRowSchema(many=True), description="One row per local date in range, zero-filled.")
+@_document_errors
+def dau(**arguments: Any):
+    """Count distinct active users per day."""
+    return _answer(queries.daily_active_users, **arguments)
+
+
+@blp.route("/top-events")
+@blp.arguments(TopEventsArgs, location="query", as_kwargs=True)
+@blp.response(200, TopEventRowSchema(many=True),
+              description='By count descending, then event_type by code point (COLLATE "C").')
+@_document_errors
+def top_events(**arguments: Any):
+    """List the most frequent event types."""
+    return _answer(queries.top_events, **arguments)
+
+
+@blp.route("/retention")
+@blp.arguments(RetentionArgs, location="query", as_kwargs=True)
+@blp.response(200, RetentionRowSchema(many=True),
+              description="One row per cohort with w0..w{windows-1}: the share (0..1, 4 decimals) of its "
+              "members with a matching event in window k; 0.0 everywhere for an empty cohort.")
+@_document_errors
+def retention(**arguments: Any):
+    """Measure cohort retention."""
+    return _answer(queries.retention, **arguments)
+
+
+@blp.route("/summary")
+@blp.arguments(SummaryArgs, location="query", as_kwargs=True)
+@blp.response(200, SummarySchema)
+@_document_errors
+def summary(**arguments: Any):
+    """Summarise stored events and a range's events and users."""
+    return _answer(queries.summary, **arguments)
