@@ -49,7 +49,7 @@ def _on_rate_limited(error: RateLimitExceeded):
 
 def init_limits(app: Flask) -> None:
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["EVENTSAPP_RATELIMIT_STORAGE_URI"])
-    app.config.setdefault("RATELIMIT_KEY_PREFIX", "eventsapp")
+    app.config.setdefault("RATELIMIT_KEY_PREFIX", app.config["EVENTSAPP_RATELIMIT_KEY_PREFIX"])
     limiter.init_app(app)
     for budget, (config_key, blueprint_names) in BUDGETS.items():
         shared = limiter.shared_limit(_limit_from_config(config_key), scope=budget)
