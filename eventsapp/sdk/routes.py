@@ -121,10 +121,10 @@ def segment_call(call: str):
     return _segment(call)
 
 
-@posthog_blp.route("/batch/", methods=["POST"], strict_slashes=False)
-@posthog_blp.route("/capture/", methods=["POST"], strict_slashes=False)
-@posthog_blp.route("/e/", methods=["POST"], strict_slashes=False)
-@posthog_blp.route("/i/v0/e/", methods=["POST"], strict_slashes=False)
+@posthog_blp.route("/batch/", methods=["POST"], strict_slashes=False, endpoint="posthog_batch")
+@posthog_blp.route("/capture/", methods=["POST"], strict_slashes=False, endpoint="posthog_capture")
+@posthog_blp.route("/e/", methods=["POST"], strict_slashes=False, endpoint="posthog_e")
+@posthog_blp.route("/i/v0/e/", methods=["POST"], strict_slashes=False, endpoint="posthog_i_v0_e")
 @posthog_blp.doc(requestBody={
     "required": True,
     "description": '{"batch": [...], "api_key"}, an array of events, or one event object.',
