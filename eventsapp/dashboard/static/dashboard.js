@@ -13,6 +13,7 @@
   const MAX_RANGE_DAYS = 366;
   const DEFAULT_DAYS = 30;
   const TOP_LIMIT = 10;
+  const MAX_RETRIES_503 = 2;
   // Retention shape: the most recent cohorts ending at the range's last day.
   const RETENTION = {
     daily: { step: 1, windows: 8, maxCohorts: 14, unit: "Day" },
@@ -120,6 +121,7 @@
       }, { once: true });
     });
     dialog.returnValue = "";
+    root.dataset.keyPrompts = String(Number(root.dataset.keyPrompts || 0) + 1);
     dialog.showModal();
     input.focus();
     return pendingKey;
@@ -140,9 +142,15 @@
     return text;
   }
 
+  const sleep = (ms, signal) => new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    if (signal) signal.addEventListener("abort", () => { clearTimeout(timer); reject(new DOMException("aborted", "AbortError")); }, { once: true });
+  });
+
   async function api(path, params, signal) {
     const url = new URL(API_BASE + path, location.origin);
     params.forEach(([k, v]) => url.searchParams.append(k, v));
+    let retries = MAX_RETRIES_503;
     for (;;) {
       const key = storedKey();
       const headers = { Accept: "application/json" };
@@ -154,6 +162,14 @@
         if (key && response.status === 403) message = "That key may not read stats. Enter a read key.";
         const next = await askForKey(message, key);
         if (!next) throw new ApiFailure("A read API key is needed to show the stats.", response.status);
+        continue;
+      }
+      if (response.status === 503 && retries > 0) {
+        // The server says "briefly unavailable, retry"; a reader should not see that blip. Waits are
+        // capped because Retry-After is sized for bulk clients, not for someone looking at a page.
+        retries -= 1;
+        const after = Number(response.headers.get("Retry-After")) || 1;
+        await sleep(Math.min(after, 1) * 1000, signal);
         continue;
       }
       const body = await response.json().catch(() => null);
@@ -295,7 +311,11 @@
       return Math.min(rows.length - 1, Math.max(0, Math.round(((px - m.left) / plotW) * (rows.length - 1))));
     };
     chart.addEventListener("pointermove", (e) => focusDau(indexAt(e.clientX), x, y));
-    chart.addEventListener("pointerleave", () => { if (document.activeElement !== chart) hideDauFocus(); });
+    chart.addEventListener("pointerleave", () => {
+      if (document.activeElement === chart) return;
+      hideDauFocus();
+      dauFocus = -1;
+    });
     chart.addEventListener("focus", () => focusDau(dauFocus >= 0 ? dauFocus : rows.length - 1, x, y));
     chart.addEventListener("blur", hideDauFocus);
     chart.addEventListener("keydown", (e) => {
@@ -342,6 +362,15 @@
     if (cursor) cursor.setAttribute("visibility", "hidden");
     document.querySelectorAll("#dau-svg .point.active").forEach((p) => p.classList.remove("active"));
     $("dau-tooltip").hidden = true;
+  }
+
+  // Redraw the SVG at the container's width when that changed (window resize, or a scrollbar that
+  // appeared once the rest of the page rendered); the data is already here.
+  function redrawIfResized() {
+    const chart = $("dau-svg");
+    if (!chart || !dauRows.length) return;
+    const width = Math.max($("dau-chart").clientWidth || 600, 280);
+    if (Number(chart.getAttribute("width")) !== width) renderDau(dauRows);
   }
 
   // ---- top events: horizontal bars as an ordered list
@@ -445,8 +474,6 @@
   let retGeneration = 0;
   let controller = null;
   let retController = null;
-  let retShape = RETENTION.daily;
-  let retRows = [];
 
   function rangeProblem() {
     if (!isDate(state.from)) return ["from", "Choose a start date."];
@@ -488,7 +515,8 @@
     if (!root.dataset.firstRenderMs) root.dataset.firstRenderMs = String(Math.round(performance.now()));
     const ms = Math.round(performance.now() - startedAt);
     root.dataset.lastRenderMs = String(ms);
-    setStatus(`Updated: ${labelDate(state.from)} – ${labelDate(state.to)}, ${state.tz} (${calls} requests, ${ms} ms).`);
+    root.dataset.lastRenderCalls = String(calls);
+    setStatus(`Showing ${labelLongDate(state.from)} – ${labelLongDate(state.to)}, ${state.tz}.`);
   }
 
   async function defaultRange(signal) {
@@ -553,9 +581,8 @@
       $("h-yesterday-date").textContent = `(${labelDate(yesterday)})`;
       renderDau(summary.events === 0 ? [] : dau);
       renderTop(top);
-      retShape = ret.shape;
-      retRows = retention;
       renderRetention(retention, ret.shape);
+      redrawIfResized();
       markReady(startedAt, calls);
     } catch (err) {
       if (err.name === "AbortError" || gen !== generation) return;
@@ -577,9 +604,8 @@
     try {
       const rows = await api("/stats/retention", ret.params, retController.signal);
       if (gen !== retGeneration) return;
-      retShape = ret.shape;
-      retRows = rows;
       renderRetention(rows, ret.shape);
+      redrawIfResized();
       markReady(startedAt, 1);
     } catch (err) {
       if (err.name === "AbortError" || gen !== retGeneration) return;
@@ -646,10 +672,9 @@
         loadRetention();
       });
     });
-    // Redraw the SVG at the new width; the data is already here.
     new ResizeObserver(() => {
       clearTimeout(redrawTimer);
-      redrawTimer = setTimeout(() => { if (dauRows.length && root.dataset.status === "ready") renderDau(dauRows); }, 120);
+      redrawTimer = setTimeout(redrawIfResized, 120);
     }).observe($("dau-chart").parentElement);
     load();
   }
