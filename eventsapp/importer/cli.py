@@ -56,7 +56,7 @@ def _summary(totals: service.ImportTotals) -> str:
             f"in {totals.elapsed:.2f} s ({rate:,.0f} rows/s)")
 
 
-def get_engine():
+def get_engine_and_timezone():
     """The app's engine when the CLI has (or can make) the app; else one built without loading the app."""
     from flask import current_app, has_app_context
     from flask.cli import ScriptInfo
@@ -65,16 +65,17 @@ def get_engine():
         info = click.get_current_context().find_object(ScriptInfo)
         # The plain `flask` CLI runs this as a plugin command, without loading wsgi.py: stay lean.
         if info is None or (info.create_app is None and info._loaded_app is None):
+            from .. import config
             from .bootstrap import engine_without_app
 
-            return engine_without_app()
+            return engine_without_app(), config.from_env()["EVENTSAPP_TIMEZONE"]
         app = info.load_app()
     else:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
     from ..extensions import db
 
     with app.app_context():
-        return db.engine
+        return db.engine, app.config.get("EVENTSAPP_TIMEZONE")
 
 
 @click.command("import-csv")
@@ -120,9 +121,11 @@ def import_csv_command(source: tuple[str, ...], key: str | None, batch_size: int
                     click.echo(message, err=True)
 
     try:
+        engine, project_tz = get_engine_and_timezone()
         result = service.import_sources(
-            get_engine(), sources, idempotency_key=key, batch_size=batch_size, skip_invalid=skip_invalid,
-            rejects_path=rejects_path, on_progress=bar.update if bar else None, on_reject=on_reject,
+            engine, sources, project_tz=project_tz, idempotency_key=key, batch_size=batch_size,
+            skip_invalid=skip_invalid, rejects_path=rejects_path, on_progress=bar.update if bar else None,
+            on_reject=on_reject,
         )
     except service.ImportError_ as exc:
         if bar:

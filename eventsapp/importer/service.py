@@ -175,7 +175,7 @@ def validate_csv_row(fields: list[str], indexes: tuple[int, int, int, int, int |
 # --- the writer thread ------------------------------------------------------------------------------
 
 
-def _find_fold() -> Callable[[sa.Connection], int] | None:
+def _find_fold() -> Callable[[sa.Connection, str | None], int] | None:
     try:
         from ..stats.rollups import fold_outbox
     except ImportError:
@@ -186,9 +186,10 @@ def _find_fold() -> Callable[[sa.Connection], int] | None:
 class _Writer(threading.Thread):
     """Stores batches in order, one transaction each; remembers the first failure and drains the rest."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, project_tz: str | None = None) -> None:
         super().__init__(name="import-writer", daemon=True)
         self.engine = engine
+        self.project_tz = project_tz
         self.batches: queue.Queue[list | None] = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
         self.inserted = 0
@@ -216,12 +217,12 @@ class _Writer(threading.Thread):
                         written += 1
                         if self._fold is not None and written % FOLD_EVERY_BATCHES == 0:
                             with connection.begin():
-                                self._fold(connection)
+                                self._fold(connection, self.project_tz)
                     except BaseException as exc:  # noqa: BLE001 - reported by the importing thread
                         self.error = exc
                 if self.error is None and self._fold is not None and written:
                     with connection.begin():
-                        self._fold(connection)
+                        self._fold(connection, self.project_tz)
         except BaseException as exc:  # noqa: BLE001
             if self.error is None:
                 self.error = exc
@@ -319,8 +320,12 @@ def import_sources(
     rejects_path: str | None = None,
     on_progress: ProgressCallback | None = None,
     on_reject: Callable[[RowError], None] | None = None,
+    project_tz: str | None = None,
 ) -> ImportResult:
-    """Import every row of ``sources`` (in order) and return the totals; raise ImportError_ on failure."""
+    """Import every row of ``sources`` (in order) and return the totals; raise ImportError_ on failure.
+
+    ``project_tz`` (EVENTSAPP_TIMEZONE) is handed to the rollup fold (at the end, and every 50 batches).
+    """
     started = time.perf_counter()
     totals = ImportTotals(sources=[s.name for s in sources])
     with engine.connect() as connection:
@@ -333,7 +338,7 @@ def import_sources(
                 if stored is not None:
                     return _replay(stored, sources, idempotency_key, started)
             fingerprint = _import_rows(engine, sources, totals, batch_size, skip_invalid, rejects_path,
-                                       on_progress, on_reject)
+                                       on_progress, on_reject, project_tz)
             totals.elapsed = round(time.perf_counter() - started, 3)
             if idempotency_key is not None:
                 _store_key(connection, idempotency_key, fingerprint, totals)
@@ -362,10 +367,11 @@ def _replay(stored: sa.Row, sources: list[src.Source], key: str, started: float)
                         imported_at=f"{stored.created_at:%Y-%m-%d %H:%M:%S %Z}")
 
 
-def _import_rows(engine, sources, totals, batch_size, skip_invalid, rejects_path, on_progress, on_reject) -> str:
+def _import_rows(engine, sources, totals, batch_size, skip_invalid, rejects_path, on_progress, on_reject,
+                 project_tz) -> str:
     now = datetime.now(rules.UTC)
     digest = src.new_digest()
-    writer = _Writer(engine)
+    writer = _Writer(engine, project_tz)
     rejects = _RejectSink(rejects_path, on_reject)
     done_bytes = 0
     writer.start()

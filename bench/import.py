@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Benchmark ``flask import-csv`` against PostgreSQL's own COPY of the same file, in the same run.
+
+    python bench/import.py                      # 100k (3 runs) and 1M rows (1 run), embedded PostgreSQL
+    python bench/import.py --rows 100000 --runs 5
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/bench python bench/import.py   # another server
+
+Every figure is the wall time of what a user waits for: the whole ``flask import-csv`` process
+(start-up, embedded-server join, parsing, validation, writes, rollup fold), on a fresh database each
+run (all app tables truncated). Alongside, on the same server: ``COPY ... FROM STDIN (FORMAT csv,
+HEADER)`` of the same file into (a) an unindexed five-column table and (b) the reference schema (uuid
+primary key, btree (occurred_at), (event_type, occurred_at), (user_id, occurred_at), GIN (properties
+jsonb_path_ops)), timed from the client; the reference COPYs read the file without its ~1% repeated
+event_ids, which a primary key would refuse. Also: the same key again, the same file under a new key (all
+duplicates), and the import's peak RSS. Medians of ``--runs``. The machine may be shared: run it when
+it is quiet and read the spread.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+REFERENCE_SCHEMA = """
+DROP TABLE IF EXISTS bench_ref_plain, bench_ref_indexed;
+CREATE TABLE bench_ref_plain (event_id text, occurred_at text, user_id text, event_type text, properties text);
+CREATE TABLE bench_ref_indexed (event_id uuid PRIMARY KEY, occurred_at timestamptz, user_id text,
+                                event_type text, properties jsonb);
+CREATE INDEX ON bench_ref_indexed (occurred_at);
+CREATE INDEX ON bench_ref_indexed (event_type, occurred_at);
+CREATE INDEX ON bench_ref_indexed (user_id, occurred_at);
+CREATE INDEX ON bench_ref_indexed USING gin (properties jsonb_path_ops);
+"""
+COPY = "COPY {table} (event_id, occurred_at, user_id, event_type, properties) FROM STDIN (FORMAT csv, HEADER)"
+
+
+def generate(rows: int, folder: Path) -> Path:
+    path = folder / f"events-{rows}-seed1.csv"
+    if not path.exists():
+        subprocess.run([sys.executable, str(REPO / "data" / "generate_events.py"), "--rows", str(rows),
+                        "--seed", "1", "--out", str(path)], check=True)
+    return path
+
+
+def without_repeats(path: Path) -> Path:
+    """The file without its repeated event_ids (first kept): COPY into a primary key refuses repeats."""
+    out_path = path.with_suffix(".unique.csv")
+    if not out_path.exists():
+        seen: set[str] = set()
+        with path.open("r", encoding="utf-8", newline="") as source, \
+                out_path.open("w", encoding="utf-8", newline="") as out:
+            reader = csv.reader(source)
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(next(reader))
+            for row in reader:
+                if row[0] not in seen:
+                    seen.add(row[0])
+                    writer.writerow(row)
+    return out_path
+
+
+def run_import_measured(env: dict[str, str], *args: str) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MB) and stdout of one ``flask import-csv`` process (reaped with wait4 for its RSS)."""
+    started = time.perf_counter()
+    out_file = tempfile.TemporaryFile()
+    err_file = tempfile.TemporaryFile()
+    process = subprocess.Popen([sys.executable, "-m", "flask", "import-csv", *args, "--quiet"], cwd=REPO, env=env,
+                               stdout=out_file, stderr=err_file)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    out_file.seek(0)
+    err_file.seek(0)
+    if process.returncode != 0:
+        raise SystemExit(f"import failed ({process.returncode}):\n{err_file.read().decode()}")
+    return elapsed, usage.ru_maxrss / 1024, out_file.read().decode().strip()
+
+
+def copy_reference(engine, path: Path) -> tuple[float, float]:
+    with engine.begin() as connection:
+        connection.exec_driver_sql(REFERENCE_SCHEMA)
+    timings = []
+    for table in ("bench_ref_plain", "bench_ref_indexed"):
+        raw = engine.raw_connection()
+        try:
+            with raw.cursor() as cursor, path.open("rb") as handle:
+                started = time.perf_counter()
+                cursor.copy_expert(COPY.format(table=table), handle)
+                raw.commit()
+                timings.append(time.perf_counter() - started)
+        finally:
+            raw.close()
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE bench_ref_plain, bench_ref_indexed")
+    return timings[0], timings[1]
+
+
+def fresh(engine) -> None:
+    from eventsapp.models import metadata
+
+    names = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"TRUNCATE {names}")
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Benchmark flask import-csv against COPY.")
+    parser.add_argument("--rows", default="100000,1000000", help="comma-separated file sizes")
+    parser.add_argument("--runs", type=int, default=3, help="runs per size (1M rows: at most 1 unless --runs-1m)")
+    parser.add_argument("--runs-1m", type=int, default=1)
+    parser.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "eventsapp-import-bench"),
+                        help="folder for generated files (kept between runs)")
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.rows.split(",")]
+    files = Path(args.data)
+    files.mkdir(parents=True, exist_ok=True)
+    paths = {rows: generate(rows, files) for rows in sizes}
+    unique = {rows: without_repeats(path) for rows, path in paths.items()}
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1", EVENTSAPP_LOG_LEVEL="WARNING")
+    owned_folder = None
+    if not os.environ.get("DATABASE_URL"):
+        # A fresh embedded server, held open by this process so each import joins it warm, as it
+        # would join a running app's server.
+        owned_folder = Path(tempfile.mkdtemp(prefix="eventsapp-import-bench-pg-"))
+        owned_folder.chmod(0o755)
+        env["EVENTSAPP_DATA_DIR"] = str(owned_folder / "pgdata")
+        os.environ["EVENTSAPP_DATA_DIR"] = env["EVENTSAPP_DATA_DIR"]
+    os.environ["EVENTSAPP_LOG_LEVEL"] = "WARNING"
+    from eventsapp import create_app
+    from eventsapp.extensions import db
+
+    app = create_app()
+    if os.environ.get("DATABASE_URL"):
+        from flask_migrate import upgrade
+
+        from eventsapp.database import MIGRATIONS_DIR
+
+        with app.app_context():
+            upgrade(directory=str(MIGRATIONS_DIR))
+    with app.app_context():
+        engine = db.engine
+    results = []
+    try:
+        for rows in sizes:
+            path = paths[rows]
+            runs = args.runs_1m if rows >= 1_000_000 else args.runs
+            imports, plains, indexeds, rss, replays, dups = [], [], [], [], [], []
+            for run in range(runs):
+                fresh(engine)
+                plain, indexed = copy_reference(engine, unique[rows])
+                fresh(engine)
+                elapsed, peak, summary = run_import_measured(env, str(path), "-k", f"bench-{run}")
+                replay, _, replay_out = run_import_measured(env, str(path), "-k", f"bench-{run}")
+                assert "Already imported" in replay_out, replay_out
+                dup, _, dup_out = run_import_measured(env, str(path), "-k", f"bench-new-{run}")
+                assert " 0 inserted" in dup_out, dup_out
+                imports.append(elapsed)
+                plains.append(plain)
+                indexeds.append(indexed)
+                rss.append(peak)
+                replays.append(replay)
+                dups.append(dup)
+                print(f"  {rows:>9,} run {run + 1}: import {elapsed:.2f} s (COPY plain {plain:.2f} s, "
+                      f"reference {indexed:.2f} s), same key {replay:.2f} s, all duplicates {dup:.2f} s, "
+                      f"peak RSS {peak:.0f} MB | {summary}", file=sys.stderr)
+            results.append((rows, runs, statistics.median(imports), statistics.median(plains),
+                            statistics.median(indexeds), statistics.median(replays), statistics.median(dups),
+                            max(rss)))
+    finally:
+        from eventsapp import embedded_pg
+
+        engine.dispose()
+        if owned_folder is not None:
+            embedded_pg.stop(Path(env["EVENTSAPP_DATA_DIR"]))
+            shutil.rmtree(owned_folder, ignore_errors=True)
+
+    print()
+    print(f"flask import-csv vs COPY, medians ({os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f} at the end)")
+    print("| rows | runs | import-csv (s) | COPY unindexed (s) | COPY reference schema (s) | import / reference "
+          "| same key again (s) | all duplicates, new key (s) | dup s per 100k | peak RSS (MB) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for rows, runs, imp, plain, indexed, replay, dup, peak in results:
+        print(f"| {rows:,} | {runs} | {imp:.2f} | {plain:.2f} | {indexed:.2f} | {imp / indexed:.2f}x | {replay:.2f} "
+              f"| {dup:.2f} | {dup / rows * 100_000:.2f} | {peak:.0f} |")
+    print("\nGoals: import <= 1.0x reference (ceiling 1.5x); same key <= 0.5 s; all duplicates <= 1.0 s per 100k; "
+          "peak RSS <= 200 MB at 1M rows.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
