@@ -17,7 +17,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from serverproc import EmbeddedPostgres, ServerProcess
+from faultproc import EmbeddedPostgres, ServerProcess
 
 BATCH = 40
 

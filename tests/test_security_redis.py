@@ -6,7 +6,7 @@ import uuid
 import pytest
 import requests
 
-from serverproc import EmbeddedPostgres, ServerProcess
+from faultproc import EmbeddedPostgres, ServerProcess
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 

