@@ -51,11 +51,13 @@ def test_segment_key_from_body_or_basic_auth_and_missing_key(auth_required, clie
     assert client.post("/v1/batch", json={"batch": [dict(message, messageId="a")], "writeKey": key}).status_code == 200
     basic = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
     assert client.post("/v1/track", json=dict(message, messageId="b"), headers=basic).status_code == 200
+    bearer = {"Authorization": f"Bearer {key}"}  # as every other eventsapp endpoint takes it
+    assert client.post("/v1/page", json=dict(message, messageId="e"), headers=bearer).status_code == 200
     missing = client.post("/v1/batch", json={"batch": [dict(message, messageId="c")]})
     assert missing.status_code == 401 and missing.get_json()["code"] == 401
     unknown = client.post("/v1/batch", json={"batch": [dict(message, messageId="d")], "writeKey": "nope"})
     assert unknown.status_code == 401
-    assert stored_count(engine) == 2
+    assert stored_count(engine) == 3
 
 
 def test_posthog_api_key_token_and_bearer(auth_required, live_server, client, engine):

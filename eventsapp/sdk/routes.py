@@ -17,7 +17,7 @@ from ..extensions import db
 from ..health.checks import require_schema_at_head
 from ..ingest import rules
 from ..ingest.body import read_json_body
-from ..security import authenticate
+from ..security import authenticate, key_from_headers
 from . import service
 from .schemas import (
     PostHogBatchSchema,
@@ -56,7 +56,7 @@ def _segment_key(body: object) -> str | None:
     if auth is not None and auth.type == "basic" and auth.username:
         return auth.username
     key = body.get("writeKey") if isinstance(body, dict) else None
-    return key if isinstance(key, str) else None
+    return key if isinstance(key, str) else key_from_headers()
 
 
 def _posthog_key(body: object) -> str | None:
@@ -67,10 +67,7 @@ def _posthog_key(body: object) -> str | None:
         properties = body.get("properties")
         if isinstance(properties, dict) and isinstance(properties.get("token"), str):
             return properties["token"]  # a single event as posthog-js sends it
-    auth = request.authorization
-    if auth is not None and auth.type == "bearer" and auth.token:
-        return auth.token
-    return None
+    return key_from_headers()
 
 
 def _count(sdk: str):
