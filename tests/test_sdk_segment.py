@@ -213,3 +213,14 @@ def test_transport_errors_are_not_retryable_statuses(live_server):
         assert response.status_code == status, data
         payload = response.json()
         assert payload["code"] == status and payload["message"]
+
+
+def test_every_problem_of_a_message_is_reported_at_once(client, engine):
+    body = {"batch": [{"type": "track", "event": "e" * 200, "userId": "u" * 300, "timestamp": "noon",
+                       "properties": {"v": float("inf")}}]}
+    response = client.post("/v1/batch", data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 400
+    errors = response.get_json()["errors"]["json"]["batch"]["0"]
+    assert set(errors) == {"event", "userId", "timestamp", "properties"}
+    assert errors["userId"] == ["Length must be between 1 and 256."]
+    assert stored_count(engine) == 0

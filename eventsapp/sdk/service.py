@@ -144,8 +144,11 @@ def _identifier(value: Any) -> Any:
 
 def _canonical_id(namespace: uuid.UUID, message: Mapping[str, Any]) -> str:
     """A stable id from the message's content, so a resent message maps to the same event_id."""
-    text = json.dumps(message, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=lambda o: getattr(o, "literal", repr(o)))
+    try:
+        text = json.dumps(message, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          default=lambda o: getattr(o, "literal", repr(o)))
+    except (RecursionError, ValueError):
+        raise rules.Invalid("Nested too deeply to derive an id; send a messageId/uuid.") from None
     return str(uuid.uuid5(namespace, text))
 
 
@@ -158,14 +161,17 @@ def _object(value: Any, field: str, errors: FieldErrors) -> dict[str, Any]:
     return value
 
 
-def _finish(event: dict[str, Any] | None, errors: FieldErrors, received_at: datetime,
+def _finish(event: dict[str, Any], errors: FieldErrors, received_at: datetime,
             names: Mapping[str, str]) -> tuple[rules.EventRow | None, FieldErrors]:
-    """Validate the mapped event with THE ingest rules; name failing fields as the SDK calls them."""
-    if event is None or errors:
-        return None, errors
+    """Validate the mapped event with THE ingest rules; name failing fields as the SDK calls them.
+
+    A field mapped to None was already refused while mapping (and named in ``errors``), so the rules'
+    "may not be null" for it is not repeated.
+    """
     row, rule_errors = rules.validate_event(event, received_at)
     for field, messages in rule_errors.items():
-        errors.setdefault(names.get(field, field), []).extend(messages)
+        if event.get(field) is not None or not errors:
+            errors.setdefault(names.get(field, field), []).extend(messages)
     return (row if not errors else None), errors
 
 
@@ -196,8 +202,12 @@ def segment_message_to_row(
         errors["event"] = [rules.MSG_MISSING]
 
     message_id = _identifier(message.get("messageId"))
+    event_id: str | None = None
     if message_id is None:
-        event_id = _canonical_id(SEGMENT_NAMESPACE, message)
+        try:
+            event_id = _canonical_id(SEGMENT_NAMESPACE, message)
+        except rules.Invalid as exc:
+            errors["messageId"] = [str(exc)]
     elif isinstance(message_id, str):
         try:
             event_id = str(uuid.UUID(message_id))
@@ -205,7 +215,6 @@ def segment_message_to_row(
             event_id = str(uuid.uuid5(SEGMENT_NAMESPACE, message_id))
     else:
         errors["messageId"] = ["Not a valid string."]
-        event_id = None
 
     user_id = _identifier(message.get("userId"))
     anonymous_id = _identifier(message.get("anonymousId"))
@@ -284,14 +293,11 @@ def posthog_event_to_row(event: Any, received_at: datetime, *, batch_sent_at: An
     errors: FieldErrors = {}
 
     raw_uuid = event.get("uuid")
-    if raw_uuid is None:
-        event_id = _canonical_id(POSTHOG_NAMESPACE, event)
-    else:
-        try:
-            event_id = rules.parse_event_id(raw_uuid)
-        except rules.Invalid as exc:
-            errors["uuid"] = [str(exc)]
-            event_id = None
+    event_id: str | None = None
+    try:
+        event_id = _canonical_id(POSTHOG_NAMESPACE, event) if raw_uuid is None else rules.parse_event_id(raw_uuid)
+    except rules.Invalid as exc:
+        errors["uuid"] = [str(exc)]
 
     properties = dict(_object(event.get("properties"), "properties", errors))
     for key in ("$set", "$set_once"):
