@@ -19,11 +19,12 @@ import psycopg2.errors
 import sqlalchemy as sa
 
 from ..errors import ApiError
-from .rollups import fold_outbox
+from .rollups import STATE_SQL, fold_outbox
 from .schemas import Segment
 
 UTC = timezone.utc
 QUERY_RETRY_AFTER_SECONDS = 5
+WORK_MEM = "64MB"
 T = TypeVar("T")
 
 
@@ -44,15 +45,27 @@ def run_read(engine: sa.Engine, question: Callable[..., T], *, project_tz: str, 
              tz: str | None = None, segment: Sequence[Segment] = (), **arguments: Any) -> T:
     """Fold the outbox (read-your-writes), then answer ``question`` under a statement timeout.
 
-    A query cancelled by the timeout becomes a 503 with Retry-After.
+    The common case (nothing queued) costs one extra statement in the read's own transaction. A query
+    cancelled by the timeout becomes a 503 with Retry-After.
     """
-    with engine.begin() as connection:
-        fold_outbox(connection, project_tz)
     scope = Scope(tz=tz or project_tz, rollup_tz=project_tz, segments=tuple(segment))
+    # Enough memory that a DISTINCT over a month of (day, user) pairs is hashed in memory, not on disk.
+    timeout_sql = f"SET LOCAL statement_timeout = {int(timeout_ms)}; SET LOCAL work_mem = '{WORK_MEM}'; "
     try:
-        with engine.begin() as connection:
-            connection.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
-            return question(connection, scope, **arguments)
+        with engine.connect() as connection:
+            connection.begin()
+            meta_tz, queued = connection.exec_driver_sql(timeout_sql + STATE_SQL).one()
+            if queued or meta_tz != project_tz:
+                connection.commit()
+                # Folding is not the reader's query: it runs without the timeout, in its own transaction
+                # so the fold lock is not held while the query runs.
+                with connection.begin():
+                    fold_outbox(connection, project_tz)
+                connection.begin()
+                connection.exec_driver_sql(timeout_sql)
+            answer = question(connection, scope, **arguments)
+            connection.commit()
+            return answer
     except sa.exc.OperationalError as exc:
         if isinstance(exc.orig, psycopg2.errors.QueryCanceled):
             raise ApiError(
@@ -128,6 +141,13 @@ def _events_in(first: date, last: date, scope: Scope, params: dict[str, Any]) ->
     )
 
 
+# The local dates a user was active on during one UTC day are exactly the local dates of their first and
+# last event that day, unless a whole local day lies strictly inside the UTC day (a DST day shorter than
+# 24 hours that touches no UTC midnight): callers check ``Interval.inside_one_utc_day`` and scan instead.
+LOCAL_DATES_OF_UTC_DAY = """CROSS JOIN LATERAL (VALUES ((u.first_at AT TIME ZONE %(tz)s)::date),
+                                              ((u.last_at AT TIME ZONE %(tz)s)::date)) AS v(d)"""
+
+
 # --- DAU ------------------------------------------------------------------------------------------
 
 
@@ -140,19 +160,12 @@ def daily_active_users(connection: sa.Connection, scope: Scope, *, from_: date, 
     if scope.project_rollups:
         sql = "SELECT day, users FROM rollup_dau WHERE day BETWEEN %(first)s AND %(last)s"
     elif not scope.segments and not any(i.inside_one_utc_day for i in intervals):
-        # A local day meets each UTC day in a prefix, a suffix or all of it: a user was active in it
-        # exactly when their first event of that UTC day is before its end and their last after its start.
-        params.update(
-            days=[from_ + timedelta(days=i) for i in range(days)],
-            starts=[i.start for i in intervals], ends=[i.end for i in intervals],
-            los=[i.first_utc_day for i in intervals], his=[i.last_utc_day for i in intervals],
-        )
-        sql = """
-            SELECT d.day, count(DISTINCT u.user_id)
-            FROM unnest(%(days)s::date[], %(starts)s::timestamptz[], %(ends)s::timestamptz[],
-                        %(los)s::date[], %(his)s::date[]) AS d(day, a, b, lo, hi)
-            JOIN rollup_user_day u ON u.day BETWEEN d.lo AND d.hi AND u.first_at < d.b AND u.last_at >= d.a
-            GROUP BY d.day
+        params.update(tz=scope.tz, lo=intervals[0].first_utc_day, hi=intervals[-1].last_utc_day)
+        sql = f"""
+            SELECT d, count(*) FROM (
+                SELECT DISTINCT v.d, u.user_id FROM rollup_user_day u {LOCAL_DATES_OF_UTC_DAY}
+                WHERE u.day BETWEEN %(lo)s AND %(hi)s AND v.d BETWEEN %(first)s AND %(last)s
+            ) AS pairs GROUP BY d
         """
     else:
         where = _events_in(from_, to, scope, params)
@@ -216,34 +229,43 @@ def retention(connection: sa.Connection, scope: Scope, *, start_date: date, wind
         else:
             members = """SELECT DISTINCT user_id, (day - %(start_date)s) / %(step)s AS c FROM rollup_local_day_user
                          WHERE day >= %(start_date)s AND day < %(d_cohorts)s"""
-        sql = f"""
-            WITH m AS MATERIALIZED ({members})
-            SELECT m.c, (l.day - %(start_date)s) / %(step)s - m.c AS k, count(DISTINCT m.user_id)
-            FROM m JOIN rollup_local_day_user l ON l.user_id = m.user_id
-                AND l.day >= %(start_date)s + m.c * %(step)s AND l.day < %(start_date)s + (m.c + %(windows)s) * %(step)s
-            WHERE m.c >= 0 AND m.c < %(cohorts)s
-            GROUP BY 1, 2
-        """
+        if step == 1:  # one (local day, user) row per member and window: count rows
+            sql = f"""
+                WITH m AS MATERIALIZED ({members})
+                SELECT m.c, l.day - %(start_date)s - m.c AS k, count(*)
+                FROM m JOIN rollup_local_day_user l ON l.user_id = m.user_id
+                    AND l.day >= %(start_date)s + m.c AND l.day < %(start_date)s + m.c + %(windows)s
+                WHERE m.c >= 0 AND m.c < %(cohorts)s
+                GROUP BY 1, 2
+            """
+        else:  # a week holds several rows per user: probe each (member, window) once instead of deduplicating
+            sql = f"""
+                WITH m AS MATERIALIZED ({members})
+                SELECT m.c, w.k, count(*) FROM m CROSS JOIN generate_series(0, %(windows)s - 1) AS w(k)
+                WHERE m.c >= 0 AND m.c < %(cohorts)s AND EXISTS (
+                    SELECT 1 FROM rollup_local_day_user l WHERE l.user_id = m.user_id
+                        AND l.day >= %(start_date)s + (m.c + w.k) * 7 AND l.day < %(start_date)s + (m.c + w.k + 1) * 7)
+                GROUP BY 1, 2
+            """
     elif not scope.segments and not any(i.inside_one_utc_day for i in intervals):
-        params.update(gs=list(range(spans)), starts=[i.start for i in intervals], ends=[i.end for i in intervals],
-                      los=[i.first_utc_day for i in intervals], his=[i.last_utc_day for i in intervals])
-        windows_cte = """w AS (SELECT * FROM unnest(%(gs)s::int[], %(starts)s::timestamptz[], %(ends)s::timestamptz[],
-                                                    %(los)s::date[], %(his)s::date[]) AS w(g, a, b, lo, hi))"""
+        params.update(lo=intervals[0].first_utc_day, hi=intervals[-1].last_utc_day,
+                      lo_cohorts=intervals[0].first_utc_day, hi_cohorts=intervals[cohorts - 1].last_utc_day)
+        window_of_day = "((v.d - %(start_date)s) / %(step)s)"
         if cohort == "first_seen":
             members = f"""SELECT user_id, {window_of.format(t='first_at')} AS c FROM rollup_user_first
                           WHERE first_at >= %(a0)s AND first_at < %(a_cohorts)s"""
         else:
-            members = """SELECT DISTINCT u.user_id, w.g AS c FROM w JOIN rollup_user_day u
-                             ON u.day BETWEEN w.lo AND w.hi AND u.first_at < w.b AND u.last_at >= w.a
-                         WHERE w.g < %(cohorts)s"""
+            members = f"""SELECT DISTINCT u.user_id, {window_of_day} AS c FROM rollup_user_day u {LOCAL_DATES_OF_UTC_DAY}
+                          WHERE u.day BETWEEN %(lo_cohorts)s AND %(hi_cohorts)s
+                            AND v.d >= %(start_date)s AND v.d < %(d_cohorts)s"""
         sql = f"""
-            WITH {windows_cte}, m AS MATERIALIZED ({members}),
-            active AS (
-                SELECT DISTINCT u.user_id, w.g FROM w JOIN rollup_user_day u
-                    ON u.day BETWEEN w.lo AND w.hi AND u.first_at < w.b AND u.last_at >= w.a
-                WHERE u.user_id IN (SELECT user_id FROM m)
+            WITH m AS MATERIALIZED ({members}),
+            a AS (
+                SELECT DISTINCT u.user_id, {window_of_day} AS g FROM rollup_user_day u {LOCAL_DATES_OF_UTC_DAY}
+                WHERE u.day BETWEEN %(lo)s AND %(hi)s AND v.d >= %(start_date)s AND v.d < %(d_end)s
+                  AND u.user_id IN (SELECT user_id FROM m)
             )
-            SELECT m.c, a.g - m.c AS k, count(*) FROM m JOIN active a
+            SELECT m.c, a.g - m.c AS k, count(*) FROM m JOIN a
                 ON a.user_id = m.user_id AND a.g >= m.c AND a.g < m.c + %(windows)s
             WHERE m.c >= 0 AND m.c < %(cohorts)s
             GROUP BY 1, 2
