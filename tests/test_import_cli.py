@@ -274,3 +274,18 @@ def test_sample_file_quick_start_is_rerunnable(runner, engine):
     again = run(runner, str(sample), "-k", "sample-v1", "--quiet")
     assert again.exit_code == 0 and "Already imported" in again.stdout
     assert stored_count(engine) == len(distinct)
+
+
+def test_awkward_characters_survive_the_trip(runner, engine, tmp_path):
+    awkward = ["tab\there", "back\\slash", "\\N", "new\nline", "cr\rlf\r\n", "quote\"s, commas", "ünï ☕ 𝄞", "\\."]
+    events = [make_event(user_id=text, event_type=text[:128],
+                         properties={"v": text, "esc": "C:\\temp\\new", "k\t": [text]})
+              for text in awkward]
+    source = write_csv(tmp_path / "awkward.csv", events)
+    result = run(runner, str(source))
+    assert result.exit_code == 0, result.stderr
+    stored = events_in_db(engine)
+    for event in events:
+        row = stored[event["event_id"]]
+        assert (row.user_id, row.event_type, row.properties) == (
+            event["user_id"], event["event_type"], event["properties"])
