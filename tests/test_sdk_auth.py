@@ -71,7 +71,10 @@ def test_posthog_api_key_token_and_bearer(auth_required, live_server, client, en
                        ).status_code == 200
     assert client.post("/i/v0/e/", json=dict(event, uuid="2b4e28ba-2fa1-41d2-883f-0016d3cca427"),
                        headers={"Authorization": f"Bearer {key}"}).status_code == 200
-    assert stored_count(engine) == 3
+    as_posthog_js = [dict(event, uuid="3b4e28ba-2fa1-41d2-883f-0016d3cca427", properties={"token": key})]
+    assert client.post("/e/", json=as_posthog_js).status_code == 200
+    assert client.post("/e/", json=[dict(event, properties={"token": "wrong"})]).status_code == 401
+    assert stored_count(engine) == 4
 
     failures = []
     before = requests_with_status("posthog", 401)
@@ -81,4 +84,4 @@ def test_posthog_api_key_token_and_bearer(auth_required, live_server, client, en
     posthog.shutdown()
     assert [error.status for error in failures] == [401]
     assert requests_with_status("posthog", 401) - before == 1
-    assert stored_count(engine) == 3
+    assert stored_count(engine) == 4

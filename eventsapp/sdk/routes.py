@@ -64,9 +64,12 @@ def _posthog_key(body: object) -> str | None:
         for name in ("api_key", "token"):
             if isinstance(body.get(name), str):
                 return body[name]
-        properties = body.get("properties")
-        if isinstance(properties, dict) and isinstance(properties.get("token"), str):
-            return properties["token"]  # a single event as posthog-js sends it
+    # posthog-js puts the token in each event's properties instead; the first event's speaks for the request.
+    events = body.get("batch", [body]) if isinstance(body, dict) else body
+    first = events[0] if isinstance(events, list) and events else None
+    properties = first.get("properties") if isinstance(first, dict) else None
+    if isinstance(properties, dict) and isinstance(properties.get("token"), str):
+        return properties["token"]
     return key_from_headers()
 
 
