@@ -22,7 +22,7 @@ events = sa.Table(
     sa.Column("properties", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Index("ix_events_occurred_at", "occurred_at"),
-    sa.Index("ix_events_event_type_occurred_at", "event_type", "occurred_at"),
+    sa.Index("ix_events_event_type_occurred_at", "event_type", "occurred_at", postgresql_include=["user_id"]),
 )
 
 # Rows inserted into ``events`` by the write function, waiting to be folded into the analytics
