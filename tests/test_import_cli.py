@@ -7,6 +7,7 @@ import gzip
 import http.server
 import io
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
@@ -289,3 +290,14 @@ def test_awkward_characters_survive_the_trip(runner, engine, tmp_path):
         row = stored[event["event_id"]]
         assert (row.user_id, row.event_type, row.properties) == (
             event["user_id"], event["event_type"], event["properties"])
+
+
+def test_rollups_are_current_when_the_import_ends(runner, engine, tmp_path, events):
+    source = write_csv(tmp_path / "events.csv", events)
+    assert run(runner, str(source), "--batch-size", "7").exit_code == 0
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM rollup_outbox").scalar_one() == 0
+        folded = set(connection.exec_driver_sql("SELECT day, user_id FROM rollup_local_day_user").all())
+    expected = {(datetime.fromisoformat(e["occurred_at"]).astimezone(timezone.utc).date(), e["user_id"])
+                for e in events}
+    assert folded == expected

@@ -4,7 +4,8 @@ Rows are parsed and validated (``ingest.rules``, the rules of ``POST /events``) 
 while a writer thread stores the previous batch with ``ingest.service.write_events``, one transaction
 per batch, so Python's work overlaps PostgreSQL's. A batch is visible to readers as soon as it commits.
 An interrupted import leaves only whole batches behind; running it again skips the events already
-stored (dedupe by event_id) and reports them as duplicates.
+stored (dedupe by event_id) and reports them as duplicates. A third thread folds the rollup outbox
+(``stats.rollups.fold_outbox``) while batches are still arriving, and once more after the last one.
 
 With an idempotency key the key is held by a session advisory lock for the whole import and stored
 in ``processed_keys`` (kind 'import', the content checksum, the totals) only after every batch has
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import queue
 import threading
 import time
@@ -28,12 +30,12 @@ from ..ingest import rules
 from . import sources as src
 
 DEFAULT_BATCH_SIZE = 10_000
-# Folding the rollup outbox now and then keeps it (and the fold at the end) small on huge imports.
-FOLD_EVERY_BATCHES = 50
 COLUMNS = ("event_id", "occurred_at", "user_id", "event_type", "properties_json")
 REQUIRED_COLUMNS = COLUMNS[:4]
 REJECT_COLUMNS = COLUMNS + ("file", "line", "error")
 KEY_KIND = "import"
+
+log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int, "int | None"], None]  # rows read, raw bytes read, total bytes
 
@@ -183,24 +185,62 @@ def _find_fold() -> Callable[[sa.Connection, str | None], int] | None:
     return fold_outbox
 
 
+class _Folder(threading.Thread):
+    """Folds the rollup outbox on its own connection while batches are still being written, so the
+    rollup work runs beside the inserts (on another core) rather than after them. A failed fold only
+    delays the rollups: the rows stay queued and the next read or import folds them."""
+
+    def __init__(self, engine: sa.Engine, fold: Callable[[sa.Connection, str | None], int],
+                 project_tz: str | None) -> None:
+        super().__init__(name="import-folder", daemon=True)
+        self.engine = engine
+        self.fold = fold
+        self.project_tz = project_tz
+        self.pending = threading.Event()
+        self.done = False
+
+    def run(self) -> None:
+        try:
+            with self.engine.connect() as connection:
+                while True:
+                    self.pending.wait()
+                    self.pending.clear()
+                    finished = self.done
+                    with connection.begin():
+                        self.fold(connection, self.project_tz)
+                    if finished:
+                        return
+        except Exception:  # noqa: BLE001
+            log.warning("folding the rollup outbox failed; the next read will fold it", exc_info=True)
+
+    def poke(self) -> None:
+        self.pending.set()
+
+    def finish(self, timeout: float | None = None) -> None:
+        self.done = True
+        self.pending.set()
+        self.join(timeout)
+
+
 class _Writer(threading.Thread):
     """Stores batches in order, one transaction each; remembers the first failure and drains the rest."""
 
     def __init__(self, engine: sa.Engine, project_tz: str | None = None) -> None:
         super().__init__(name="import-writer", daemon=True)
         self.engine = engine
-        self.project_tz = project_tz
         self.batches: queue.Queue[list | None] = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
         self.inserted = 0
         self.duplicates = 0
         self.stop_requested = False
-        self._fold = _find_fold()
+        fold = _find_fold()
+        self.folder = _Folder(engine, fold, project_tz) if fold is not None else None
 
     def run(self) -> None:
         from ..ingest.service import write_events
 
-        written = 0
+        if self.folder is not None:
+            self.folder.start()
         try:
             with self.engine.connect() as connection:
                 while True:
@@ -214,20 +254,19 @@ class _Writer(threading.Thread):
                             result = write_events(connection, batch)
                         self.inserted += result.ingested
                         self.duplicates += result.duplicates
-                        written += 1
-                        if self._fold is not None and written % FOLD_EVERY_BATCHES == 0:
-                            with connection.begin():
-                                self._fold(connection, self.project_tz)
+                        if self.folder is not None and result.ingested:
+                            self.folder.poke()
                     except BaseException as exc:  # noqa: BLE001 - reported by the importing thread
                         self.error = exc
-                if self.error is None and self._fold is not None and written:
-                    with connection.begin():
-                        self._fold(connection, self.project_tz)
         except BaseException as exc:  # noqa: BLE001
             if self.error is None:
                 self.error = exc
             while self.batches.get() is not None:  # let the producer finish putting
                 pass
+        finally:
+            if self.folder is not None:
+                # One last fold for the last batch; the import ends when the rollups are current.
+                self.folder.finish(timeout=None if self.error is None and not self.stop_requested else 30)
 
     def put(self, batch: list) -> None:
         while True:
@@ -324,7 +363,7 @@ def import_sources(
 ) -> ImportResult:
     """Import every row of ``sources`` (in order) and return the totals; raise ImportError_ on failure.
 
-    ``project_tz`` (EVENTSAPP_TIMEZONE) is handed to the rollup fold (at the end, and every 50 batches).
+    ``project_tz`` (EVENTSAPP_TIMEZONE) is handed to the rollup fold, which runs beside the writes.
     """
     started = time.perf_counter()
     totals = ImportTotals(sources=[s.name for s in sources])
