@@ -125,6 +125,22 @@ def test_metrics_beyond_http(client):
     assert "# TYPE eventsapp_rate_limited_total counter" in text
 
 
+def test_import_rows_metric_reports_completed_imports_from_the_database(client, engine):
+    import sqlalchemy as sa
+
+    # As `flask import-csv` records a finished import (another process, so only the database knows).
+    with engine.begin() as connection:
+        for key, totals in (("a", (90, 7, 3)), ("b", (10, 0, 1))):
+            connection.execute(sa.text(
+                "INSERT INTO processed_keys (kind, key, fingerprint, status_code, result) VALUES ('import', :key, 'f', 0,"
+                " jsonb_build_object('inserted', :i, 'duplicates', :d, 'rejected', :r))"),
+                {"key": key, "i": totals[0], "d": totals[1], "r": totals[2]})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert metric_value(text, "eventsapp_import_rows_total", 'result="inserted"') == 100
+    assert metric_value(text, "eventsapp_import_rows_total", 'result="duplicate"') == 7
+    assert metric_value(text, "eventsapp_import_rows_total", 'result="rejected"') == 4
+
+
 def test_pool_in_use_gauge_counts_checked_out_connections(app, engine, client):
     with engine.connect():
         text = client.get("/metrics").get_data(as_text=True)
