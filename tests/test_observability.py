@@ -145,3 +145,21 @@ def test_pool_in_use_gauge_counts_checked_out_connections(app, engine, client):
     with engine.connect():
         text = client.get("/metrics").get_data(as_text=True)
     assert metric_value(text, "eventsapp_db_pool_connections_in_use") >= 1
+
+
+def test_grafana_dashboard_queries_only_metrics_the_app_exports(client):
+    import re
+
+    client.get("/health")  # so the per-request HTTP series exist
+    client.post("/events", json=[make_event()])
+    exported = client.get("/metrics").get_data(as_text=True)
+    series = {line.split("{")[0].split(" ")[0] for line in exported.splitlines() if line and not line.startswith("#")}
+    labels = set(re.findall(r"[{,]([a-z_]+)=", exported))
+    dashboard = json.loads((REPO / "deploy" / "grafana-dashboard.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    assert len(exprs) >= 10
+    used = {name for expr in exprs for name in re.findall(r"\b((?:eventsapp|flask|process)_[a-z_]+)\b", expr)}
+    assert used and used <= series, used - series
+    for expr in exprs:  # "by (...)" may only name labels the app sets (job comes from Prometheus)
+        for group in re.findall(r"by \(([^)]*)\)", expr):
+            assert {name.strip() for name in group.split(",")} - {"le", "job", "instance"} <= labels, expr

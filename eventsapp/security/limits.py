@@ -20,6 +20,9 @@ BUDGETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "stats": ("EVENTSAPP_RATE_LIMIT_STATS", ("stats",)),
 }
 
+for _budget in BUDGETS:
+    RATE_LIMITED.labels(_budget)  # export zeros, so rate() and alerts work before the first 429
+
 
 def rate_limit_key() -> str:
     """Whose budget a request spends: the API key's name once auth identified it, else the client IP."""
