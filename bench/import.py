@@ -69,8 +69,8 @@ def without_repeats(path: Path) -> Path:
     return out_path
 
 
-def run_import_measured(env: dict[str, str], *args: str) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MB) and stdout of one ``flask import-csv`` process (reaped with wait4 for its RSS)."""
+def run_import_measured(env: dict[str, str], *args: str) -> tuple[float, float, str, float]:
+    """Wall seconds, peak RSS (MB), stdout and CPU seconds of one ``flask import-csv`` process (via wait4)."""
     started = time.perf_counter()
     out_file = tempfile.TemporaryFile()
     err_file = tempfile.TemporaryFile()
@@ -83,14 +83,47 @@ def run_import_measured(env: dict[str, str], *args: str) -> tuple[float, float, 
     err_file.seek(0)
     if process.returncode != 0:
         raise SystemExit(f"import failed ({process.returncode}):\n{err_file.read().decode()}")
-    return elapsed, usage.ru_maxrss / 1024, out_file.read().decode().strip()
+    return elapsed, usage.ru_maxrss / 1024, out_file.read().decode().strip(), usage.ru_utime + usage.ru_stime
 
 
-def copy_reference(engine, path: Path) -> tuple[float, float]:
+class ServerCpu:
+    """CPU seconds used by the embedded PostgreSQL (postmaster, its workers and every exited backend).
+
+    Wall times on a shared machine move with other people's load; CPU seconds move much less, so the
+    table also compares work done: import process + database vs COPY's database work.
+    """
+
+    def __init__(self, data_dir: Path | None) -> None:
+        self.process = None
+        if data_dir is not None:
+            import psutil
+
+            pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+            self.process = psutil.Process(pid)
+
+    def total(self) -> float:
+        if self.process is None:
+            return float("nan")
+        time.sleep(0.3)  # let the postmaster reap backends that just exited
+        times = self.process.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        for child in self.process.children():
+            try:
+                child_times = child.cpu_times()
+            except Exception:  # noqa: BLE001 - gone meanwhile: already counted in children_*
+                continue
+            total += child_times.user + child_times.system
+        return total
+
+
+def copy_reference(engine, path: Path, cpu: "ServerCpu") -> tuple[float, float, float]:
     with engine.begin() as connection:
         connection.exec_driver_sql(REFERENCE_SCHEMA)
     timings = []
+    cpu_used = 0.0
     for table in ("bench_ref_plain", "bench_ref_indexed"):
+        engine.dispose()
+        before = cpu.total()
         raw = engine.raw_connection()
         try:
             with raw.cursor() as cursor, path.open("rb") as handle:
@@ -100,9 +133,11 @@ def copy_reference(engine, path: Path) -> tuple[float, float]:
                 timings.append(time.perf_counter() - started)
         finally:
             raw.close()
+        engine.dispose()
+        cpu_used = cpu.total() - before
     with engine.begin() as connection:
         connection.exec_driver_sql("DROP TABLE bench_ref_plain, bench_ref_indexed")
-    return timings[0], timings[1]
+    return timings[0], timings[1], cpu_used
 
 
 def fresh(engine) -> None:
@@ -152,20 +187,24 @@ def main() -> int:
             upgrade(directory=str(MIGRATIONS_DIR))
     with app.app_context():
         engine = db.engine
+    cpu = ServerCpu(Path(env["EVENTSAPP_DATA_DIR"]) if owned_folder is not None else None)
     results = []
     try:
         for rows in sizes:
             path = paths[rows]
             runs = args.runs_1m if rows >= 1_000_000 else args.runs
-            imports, plains, indexeds, rss, replays, dups = [], [], [], [], [], []
+            imports, plains, indexeds, rss, replays, dups, cpu_imports, cpu_refs = [], [], [], [], [], [], [], []
             for run in range(runs):
                 fresh(engine)
-                plain, indexed = copy_reference(engine, unique[rows])
+                plain, indexed, cpu_ref = copy_reference(engine, unique[rows], cpu)
                 fresh(engine)
-                elapsed, peak, summary = run_import_measured(env, str(path), "-k", f"bench-{run}")
-                replay, _, replay_out = run_import_measured(env, str(path), "-k", f"bench-{run}")
+                engine.dispose()
+                before = cpu.total()
+                elapsed, peak, summary, cpu_process = run_import_measured(env, str(path), "-k", f"bench-{run}")
+                cpu_import = cpu_process + cpu.total() - before
+                replay, _, replay_out, _ = run_import_measured(env, str(path), "-k", f"bench-{run}")
                 assert "Already imported" in replay_out, replay_out
-                dup, _, dup_out = run_import_measured(env, str(path), "-k", f"bench-new-{run}")
+                dup, _, dup_out, _ = run_import_measured(env, str(path), "-k", f"bench-new-{run}")
                 assert " 0 inserted" in dup_out, dup_out
                 imports.append(elapsed)
                 plains.append(plain)
@@ -173,12 +212,16 @@ def main() -> int:
                 rss.append(peak)
                 replays.append(replay)
                 dups.append(dup)
+                cpu_imports.append(cpu_import)
+                cpu_refs.append(cpu_ref)
                 print(f"  {rows:>9,} run {run + 1}: import {elapsed:.2f} s (COPY plain {plain:.2f} s, "
                       f"reference {indexed:.2f} s), same key {replay:.2f} s, all duplicates {dup:.2f} s, "
-                      f"peak RSS {peak:.0f} MB | {summary}", file=sys.stderr)
+                      f"peak RSS {peak:.0f} MB, CPU import {cpu_import:.2f} s (process {cpu_process:.2f} s) vs reference COPY "
+                      f"{cpu_ref:.2f} s, "
+                      f"load {os.getloadavg()[0]:.1f} | {summary}", file=sys.stderr)
             results.append((rows, runs, statistics.median(imports), statistics.median(plains),
                             statistics.median(indexeds), statistics.median(replays), statistics.median(dups),
-                            max(rss)))
+                            max(rss), statistics.median(cpu_imports), statistics.median(cpu_refs)))
     finally:
         from eventsapp import embedded_pg
 
@@ -190,11 +233,13 @@ def main() -> int:
     print()
     print(f"flask import-csv vs COPY, medians ({os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f} at the end)")
     print("| rows | runs | import-csv (s) | COPY unindexed (s) | COPY reference schema (s) | import / reference "
-          "| same key again (s) | all duplicates, new key (s) | dup s per 100k | peak RSS (MB) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for rows, runs, imp, plain, indexed, replay, dup, peak in results:
+          "| same key again (s) | all duplicates, new key (s) | dup s per 100k | peak RSS (MB) "
+          "| CPU s: import (process + db) | CPU s: reference COPY (db) | CPU ratio |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for rows, runs, imp, plain, indexed, replay, dup, peak, cpu_imp, cpu_ref in results:
         print(f"| {rows:,} | {runs} | {imp:.2f} | {plain:.2f} | {indexed:.2f} | {imp / indexed:.2f}x | {replay:.2f} "
-              f"| {dup:.2f} | {dup / rows * 100_000:.2f} | {peak:.0f} |")
+              f"| {dup:.2f} | {dup / rows * 100_000:.2f} | {peak:.0f} | {cpu_imp:.2f} | {cpu_ref:.2f} "
+              f"| {cpu_imp / cpu_ref:.2f}x |")
     print("\nGoals: import <= 1.0x reference (ceiling 1.5x); same key <= 0.5 s; all duplicates <= 1.0 s per 100k; "
           "peak RSS <= 200 MB at 1M rows.")
     return 0

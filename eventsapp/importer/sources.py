@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 GZIP_MAGIC = b"\x1f\x8b"
-CHUNK = 1 << 16
+# Large reads: every read and hash update releases the GIL, and getting it back from the busy writer
+# thread can cost a switch interval (5 ms) each time.
+CHUNK = 1 << 20
 # Sources are hashed as one sequence; a separator keeps "ab"+"c" different from "a"+"bc".
 SOURCE_SEPARATOR = b"\x00--eventsapp-source-end--\x00"
 URL_TIMEOUT_SECONDS = 60

@@ -93,7 +93,8 @@ def write_events(connection: sa.Connection, rows: Sequence[rules.EventRow]) -> W
         return WriteResult(0, 0)
     _ensure_staging(connection)
     with connection.connection.dbapi_connection.cursor() as cursor:
-        cursor.copy_expert(COPY_STAGING, rows_to_copy_text(rows))
+        # 1 MB pieces instead of 8 KB: fewer GIL hand-offs with a thread parsing the next batch.
+        cursor.copy_expert(COPY_STAGING, rows_to_copy_text(rows), size=1 << 20)
     inserted = connection.exec_driver_sql(INSERT_FROM_STAGING).scalar_one()
     # Empty the staging table now: the caller may write several batches in one transaction.
     connection.exec_driver_sql("TRUNCATE staging_events")
