@@ -72,6 +72,7 @@ def serve(app: Flask, host: str, port: int, on_listening: Callable[[str], None] 
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise _Stop()
 
+    _warn_if_no_keys(app)
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     url = f"http://{server.effective_host}:{server.effective_port}"
     log.info("serving on %s", url, extra={"threads": config["EVENTSAPP_THREADS"],
@@ -88,6 +89,23 @@ def serve(app: Flask, host: str, port: int, on_listening: Callable[[str], None] 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _warn_if_no_keys(app: Flask) -> None:
+    """With auth required and no key yet, say how to make one instead of leaving users with 401s."""
+    if app.config.get("EVENTSAPP_AUTH") == "off":
+        return
+    from .extensions import db
+    from .security import keys
+
+    try:
+        with app.app_context():
+            active = [key for key in keys.list_keys(db.engine) if key.revoked_at is None]
+    except Exception:  # the database may be down at start; /ready will say so
+        return
+    if not active:
+        log.warning("no API keys yet: every API call will get 401. Create one with "
+                    "`flask keys create --name me --scope ingest --scope read`, or run locally with EVENTSAPP_AUTH=off")
 
 
 @click.command("serve")

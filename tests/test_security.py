@@ -247,3 +247,32 @@ def test_openapi_documents_the_key_schemes_and_error_answers(client):
     assert "Retry-After" in post["responses"]["429"]["headers"]
     assert "security" not in spec["paths"]["/health"]["get"]
     assert "401" not in spec["paths"]["/health"]["get"]["responses"]
+
+
+def test_sdk_basic_auth_key_names_the_rate_limit_budget(auth_on, app, engine):
+    import base64
+
+    from flask import g
+
+    key = new_key(engine, "segment-source", "ingest")
+    token = base64.b64encode(f"{key}:".encode()).decode()
+    with app.test_request_context("/v1/batch", method="POST", headers={"Authorization": f"Basic {token}"}):
+        app.preprocess_request()
+        assert g.api_key_name == "segment-source"
+    with app.test_request_context("/v1/batch", method="POST", headers={"Authorization": "Basic Ym9ndXM6"}):
+        app.preprocess_request()  # an unknown key is the view's to refuse; the hook only names known ones
+        assert g.get("api_key_name") is None
+
+
+def test_serve_says_how_to_create_a_key_when_none_exists(auth_on, app, engine, caplog):
+    import logging
+
+    from eventsapp.serving import _warn_if_no_keys
+
+    caplog.set_level(logging.WARNING, logger="eventsapp.serving")
+    _warn_if_no_keys(app)
+    assert "flask keys create" in caplog.text
+    caplog.clear()
+    new_key(engine, "first", "read")
+    _warn_if_no_keys(app)
+    assert "flask keys create" not in caplog.text

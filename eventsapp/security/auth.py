@@ -43,6 +43,14 @@ def key_from_headers() -> str | None:
     return request.headers.get("X-API-Key", "").strip() or None
 
 
+def key_from_basic_auth() -> str | None:
+    """The username of ``Authorization: Basic`` (Segment's SDKs send ``WRITEKEY:``), if any."""
+    authorization = request.authorization
+    if authorization is not None and authorization.type == "basic" and authorization.username:
+        return authorization.username
+    return None
+
+
 def auth_enabled() -> bool:
     return current_app.config.get("EVENTSAPP_AUTH", "required") != "off"
 
@@ -89,7 +97,7 @@ def _authorize_request() -> None:
     if blueprint in AUTHENTICATE_IN_VIEW:
         # Let the limiter count this caller per key when the SDK sent it as a header; the view
         # authenticates whatever key the body carries.
-        raw_key = key_from_headers()
+        raw_key = key_from_headers() or key_from_basic_auth()
         if raw_key:
             identity = _cache.lookup(db.engine, raw_key, current_app.config.get("EVENTSAPP_KEY_CACHE_SECONDS", 5))
             if identity is not None:
