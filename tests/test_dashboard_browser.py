@@ -117,13 +117,16 @@ def wait_for_view(page, **expected: str) -> None:
     page.wait_for_function(
         """(expected) => {
             const root = document.getElementById('dashboard');
+            if (root.dataset.status === 'error') return true;
             if (root.dataset.status !== 'ready') return false;
             const q = new URLSearchParams(location.search);
             return Object.entries(expected).every(([k, v]) => q.get(k) === v);
         }""",
         arg=expected,
-        timeout=15_000,
+        timeout=30_000,
     )
+    status = page.get_attribute("#dashboard", "data-status")
+    assert status == "ready", f"the page shows an error: {page.text_content('#status')}"
 
 
 def view_params(page) -> dict[str, str]:
@@ -250,6 +253,27 @@ def test_dashboard_draws_the_api_answers_and_follows_timezone_and_range(app, sam
     kyiv_last = date.fromisoformat(kyiv_days[-1])
     wait_for_view(page, **{"from": (kyiv_last - timedelta(days=29)).isoformat(), "to": kyiv_last.isoformat()})
     assert len(dau_points(page)) == 30
+
+
+def test_headline_dau_today_and_yesterday_when_data_is_live(app, client, live_server, page):
+    project_tz = ZoneInfo(app.config["EVENTSAPP_TIMEZONE"])
+    now = datetime.now(timezone.utc)
+    events = [{"event_id": str(uuid.uuid4()), "occurred_at": (now - timedelta(days=days, seconds=5)).isoformat(),
+               "user_id": f"live-{user}", "event_type": "app_open", "properties": {}}
+              for days, users in ((0, 3), (1, 5), (2, 2)) for user in range(users)]
+    assert client.post("/events", json=events).status_code == 201
+    page.goto(f"{live_server}/dashboard")
+    wait_for_view(page)
+    today = datetime.now(project_tz).date()
+    by_day: dict[date, set] = defaultdict(set)
+    for event in events:
+        by_day[datetime.fromisoformat(event["occurred_at"]).astimezone(project_tz).date()].add(event["user_id"])
+    assert view_params(page)["to"] == today.isoformat()
+    assert figure(page, "h-dau-today") == len(by_day[today])
+    assert figure(page, "h-dau-yesterday") == len(by_day[today - timedelta(days=1)])
+    assert dau_points(page)[-1] == (today.isoformat(), len(by_day[today]))
+    # The range holds both days, so no separate request was needed for them.
+    assert len([url for url in page.stats_requests if urlsplit(url).path == "/stats/dau"]) == 1
 
 
 def test_segment_filters_every_chart_and_a_bad_segment_is_named(sample, live_server, page):
@@ -390,7 +414,9 @@ def test_phone_width_and_dark_mode_stay_readable(sample, live_server, browser):
         wait_for_view(page, tz="UTC")
         # Nothing wider than the screen except the heatmap, which scrolls inside its own box.
         overflow = page.evaluate("document.documentElement.scrollWidth")
-        assert overflow <= 390
+        assert overflow <= 390, page.evaluate("""() => [...document.querySelectorAll('body *')]
+            .filter(e => e.getBoundingClientRect().right > 392).slice(0, 8)
+            .map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))""")
         svg_width = page.eval_on_selector("#dau-svg", "e => e.getBoundingClientRect().width")
         assert 250 <= svg_width <= 390
         assert len(dau_points(page)) == 30

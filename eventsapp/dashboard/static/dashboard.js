@@ -13,7 +13,7 @@
   const MAX_RANGE_DAYS = 366;
   const DEFAULT_DAYS = 30;
   const TOP_LIMIT = 10;
-  const MAX_RETRIES_503 = 2;
+  const MAX_RETRIES_503 = 1;
   // Retention shape: the most recent cohorts ending at the range's last day.
   const RETENTION = {
     daily: { step: 1, windows: 8, maxCohorts: 14, unit: "Day" },
@@ -449,8 +449,8 @@
         const td = html("td", { className: "cell", "data-window": k, "data-value": value });
         if (windowStart > horizon) {
           td.classList.add("future");
-          td.textContent = "";
-          td.setAttribute("aria-label", "not observed yet");
+          td.title = "After the last day with data: not observed yet";
+          td.appendChild(html("span", { className: "visually-hidden" }, "not observed yet"));
         } else {
           td.textContent = percentFormat.format(value);
           td.style.setProperty("--v", String(value));
@@ -561,14 +561,17 @@
       const today = todayIn(state.tz);
       const yesterday = addDays(today, -1);
       const ret = retentionQuery();
-      const [summary, dau, top, retention, recent] = await Promise.all([
+      // When the range already holds yesterday and today, their DAU comes with the chart's answer.
+      const recentInRange = state.from <= yesterday && state.to >= today;
+      const [summary, dau, top, retention, recentAnswer] = await Promise.all([
         api("/stats/summary", range, signal),
         api("/stats/dau", range, signal),
         api("/stats/top-events", [...range, ["limit", String(TOP_LIMIT)]], signal),
         api("/stats/retention", ret.params, signal),
-        api("/stats/dau", [["from", yesterday], ["to", today], ...base], signal),
+        recentInRange ? null : api("/stats/dau", [["from", yesterday], ["to", today], ...base], signal),
       ]);
-      calls += 5;
+      const recent = recentAnswer || dau;
+      calls += recentInRange ? 4 : 5;
       if (gen !== generation) return;
       state.lastDate = summary.last_date;
       state.rangeEvents = summary.events;
