@@ -1,5 +1,5 @@
-"""``flask import-csv`` as a real process: kill -9 and Ctrl-C mid-way, progress on a terminal or a pipe,
-and an import while the server runs on the same embedded data folder."""
+"""``flask import-csv`` as a real process: kill -9, Ctrl-C or the database lost mid-way, progress on a
+terminal or a pipe, and an import while the server runs on the same embedded data folder."""
 from __future__ import annotations
 
 import csv
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import sqlalchemy as sa
 import requests
 
 from conftest import stored_count
@@ -182,3 +183,44 @@ def test_import_while_the_server_runs_on_the_same_embedded_folder(own_folder):
             server.kill()
             server.wait()
         log.close()
+
+
+def test_database_lost_mid_way_then_rerun_completes(own_folder):
+    from faultproc import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(own_folder / "pgdata")
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        env.update(EVENTSAPP_DATA_DIR=str(pg.data_dir), PYTHONUNBUFFERED="1")
+        source = own_folder / "events.csv"
+        ids = make_file(source, 60_000, seed=5)
+        args = import_command(str(source), "--batch-size", "1000", "-k", "lost")
+        engine = sa.create_engine(pg.uri, poolclass=sa.pool.NullPool)
+        process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 120
+            while True:  # the first run also migrates the fresh folder
+                try:
+                    if stored_count(engine) > 0:
+                        break
+                except Exception:  # noqa: BLE001 - schema not there yet
+                    pass
+                assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()
+                time.sleep(0.05)
+            pg.stop()
+            out, err = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 1, err.decode()
+        assert "Database error" in err.decode() and "run the same command again" in err.decode()
+        pg.start()
+        rerun = subprocess.run(args, cwd=REPO, env=env, capture_output=True, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr.decode()
+        with engine.connect() as connection:
+            stored = set(connection.exec_driver_sql("SELECT event_id::text FROM events").scalars())
+            keys = connection.exec_driver_sql("SELECT count(*) FROM processed_keys WHERE kind = 'import'").scalar()
+        assert stored == ids and keys == 1
+        engine.dispose()
+    finally:
+        pg.close()

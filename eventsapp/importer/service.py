@@ -367,6 +367,23 @@ def import_sources(
     """
     started = time.perf_counter()
     totals = ImportTotals(sources=[s.name for s in sources])
+    try:
+        return _import_with_key(engine, sources, totals, started, idempotency_key, batch_size, skip_invalid,
+                                rejects_path, on_progress, on_reject, project_tz)
+    except sa.exc.DBAPIError as exc:
+        raise ImportError_(
+            f"Database error: {_first_line(exc)}. {totals.inserted:,} new events were committed before it; "
+            "run the same command again to finish (safe: events already stored are skipped).",
+            totals,
+        ) from None
+
+
+def _first_line(exc: sa.exc.DBAPIError) -> str:
+    return (str(exc.orig or exc).strip().splitlines() or ["unknown"])[0]
+
+
+def _import_with_key(engine, sources, totals, started, idempotency_key, batch_size, skip_invalid, rejects_path,
+                     on_progress, on_reject, project_tz) -> ImportResult:
     with engine.connect() as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT")
         if idempotency_key is not None:
@@ -496,9 +513,8 @@ def _import_rows(engine, sources, totals, batch_size, skip_invalid, rejects_path
     except sa.exc.DBAPIError as exc:
         _abandon(writer, totals)
         raise ImportError_(
-            f"Database error: {str(exc.orig or exc).strip().splitlines()[0]}. {totals.inserted:,} new events were "
-            "committed in complete batches before it; run the same command again to finish (safe: events "
-            "already stored are skipped).",
+            f"Database error: {_first_line(exc)}. {totals.inserted:,} new events were committed in complete "
+            "batches before it; run the same command again to finish (safe: events already stored are skipped).",
             totals,
         ) from None
     finally:
