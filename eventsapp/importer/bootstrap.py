@@ -59,10 +59,9 @@ def engine_without_app() -> sa.Engine:
     engine = sa.create_engine(url, pool_size=3, max_overflow=2, pool_pre_ping=True)
     try:
         with engine.connect() as connection:
-            current = connection.exec_driver_sql(
-                "SELECT version_num FROM alembic_version"
-                if connection.exec_driver_sql("SELECT to_regclass('alembic_version')").scalar() else "SELECT NULL"
-            ).scalar()
+            has_versions = connection.exec_driver_sql("SELECT to_regclass('alembic_version')").scalar()
+            current = (connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+                       if has_versions else None)
     except sa.exc.DBAPIError:
         engine.dispose()
         return _app_engine()  # let the app report (or fix) what is wrong, as `flask` would

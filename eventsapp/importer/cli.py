@@ -82,8 +82,8 @@ def get_engine_and_timezone():
 @click.argument("source", nargs=-1, required=True)
 @click.option("-k", "--idempotency-key", "key", metavar="KEY",
               help="Import this content once: the same key again reports the first run's totals.")
-@click.option("-b", "--batch-size", type=click.IntRange(1, MAX_BATCH_SIZE), default=service.DEFAULT_BATCH_SIZE,
-              show_default=True, help="Rows per transaction.")
+@click.option("-b", "--batch-size", type=click.IntRange(1, MAX_BATCH_SIZE),
+              default=service.DEFAULT_BATCH_SIZE, show_default=True, help="Rows per transaction.")
 @click.option("--glob", "pattern", default="*.csv", show_default=True,
               help="Files to take from a directory SOURCE (sorted by name).")
 @click.option("--skip-invalid", is_flag=True, help="Set bad rows aside and go on instead of stopping.")
@@ -144,8 +144,8 @@ def import_csv_command(source: tuple[str, ...], key: str | None, batch_size: int
                    f"That run: {_summary(totals)}")
         return
     if shown > MAX_REJECT_MESSAGES:
-        click.echo(f"... and {shown - MAX_REJECT_MESSAGES:,} more rejected rows (use --rejects FILE to keep them).",
-                   err=True)
+        click.echo(f"... and {shown - MAX_REJECT_MESSAGES:,} more rejected rows "
+                   "(use --rejects FILE to keep them).", err=True)
     click.echo(f"Imported {_summary(totals)}")
     if totals.rejected and rejects_path:
         click.echo(f"{totals.rejected:,} rejected rows written to {rejects_path}")

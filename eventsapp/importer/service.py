@@ -73,11 +73,12 @@ class RowError:
 
 
 class ImportError_(Exception):  # noqa: N801 - the builtin name is taken
-    """The import stopped; ``exit_code`` is what the command exits with. ``totals`` says what was committed."""
+    """The import stopped; ``exit_code`` is what the command exits with, ``totals`` what was committed."""
 
     exit_code = 1
 
-    def __init__(self, message: str, totals: ImportTotals | None = None, details: list[str] | None = None) -> None:
+    def __init__(self, message: str, totals: ImportTotals | None = None,
+                 details: list[str] | None = None) -> None:
         super().__init__(message)
         self.totals = totals
         self.details = details or []
@@ -90,9 +91,9 @@ class BadRow(ImportError_):
         self.row_error = row_error
         super().__init__(
             f"Import stopped at the first bad row ({row_error.file}:{row_error.line}). The "
-            f"{totals.inserted + totals.duplicates:,} valid rows before it are committed ({totals.inserted:,} "
-            "new). Fix the row and run the same command again: events already stored are skipped. "
-            "Or use --skip-invalid --rejects FILE to set bad rows aside.",
+            f"{totals.inserted + totals.duplicates:,} valid rows before it are committed "
+            f"({totals.inserted:,} new). Fix the row and run the same command again: events already stored "
+            "are skipped. Or use --skip-invalid --rejects FILE to set bad rows aside.",
             totals,
             row_error.messages(),
         )
@@ -298,12 +299,14 @@ def _lock_key(connection: sa.Connection, key: str) -> None:
 
 
 def _unlock_key(connection: sa.Connection, key: str) -> None:
-    connection.execute(sa.text("SELECT pg_advisory_unlock(hashtextextended('import:' || :key, 0))"), {"key": key})
+    connection.execute(sa.text("SELECT pg_advisory_unlock(hashtextextended('import:' || :key, 0))"),
+                       {"key": key})
 
 
 def stored_key(connection: sa.Connection, key: str) -> sa.Row | None:
     return connection.execute(
-        sa.text("SELECT fingerprint, result, created_at FROM processed_keys WHERE kind = :kind AND key = :key"),
+        sa.text("SELECT fingerprint, result, created_at FROM processed_keys "
+                "WHERE kind = :kind AND key = :key"),
         {"kind": KEY_KIND, "key": key},
     ).first()
 
@@ -382,8 +385,8 @@ def _first_line(exc: sa.exc.DBAPIError) -> str:
     return (str(exc.orig or exc).strip().splitlines() or ["unknown"])[0]
 
 
-def _import_with_key(engine, sources, totals, started, idempotency_key, batch_size, skip_invalid, rejects_path,
-                     on_progress, on_reject, project_tz) -> ImportResult:
+def _import_with_key(engine, sources, totals, started, idempotency_key, batch_size, skip_invalid,
+                     rejects_path, on_progress, on_reject, project_tz) -> ImportResult:
     with engine.connect() as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT")
         if idempotency_key is not None:
@@ -457,7 +460,8 @@ def _import_rows(engine, sources, totals, batch_size, skip_invalid, rejects_path
                             if not fields:
                                 continue  # a blank line
                             row = None
-                            errors = {"_row": [f"Expected {width} columns as in the header, got {len(fields)}."]}
+                            errors = {"_row": [
+                                f"Expected {width} columns as in the header, got {len(fields)}."]}
                         else:
                             row, errors = validate_csv_row(fields, indexes, now)
                         totals.rows += 1
@@ -467,7 +471,8 @@ def _import_rows(engine, sources, totals, batch_size, skip_invalid, rejects_path
                                 writer.put(batch)
                                 batch = []
                                 if on_progress is not None:
-                                    on_progress(totals.rows, done_bytes + opened.consumed(), src.total_size(sources))
+                                    on_progress(totals.rows, done_bytes + opened.consumed(),
+                                                src.total_size(sources))
                             continue
                         row_error = RowError(name, start_line, errors)
                         if not skip_invalid:
@@ -514,7 +519,8 @@ def _import_rows(engine, sources, totals, batch_size, skip_invalid, rejects_path
         _abandon(writer, totals)
         raise ImportError_(
             f"Database error: {_first_line(exc)}. {totals.inserted:,} new events were committed in complete "
-            "batches before it; run the same command again to finish (safe: events already stored are skipped).",
+            "batches before it; run the same command again to finish (safe: events already stored are "
+            "skipped).",
             totals,
         ) from None
     finally:

@@ -106,7 +106,8 @@ class OpenSource:
         compressed = head == GZIP_MAGIC
         if not compressed and source.location.endswith(".gz") and head:
             raise SourceError(f"{source.name}: named .gz but is not gzip data")
-        inner: BinaryIO = gzip.GzipFile(fileobj=buffered, mode="rb") if compressed else buffered  # type: ignore[assignment]
+        inner: BinaryIO = (gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
+                           if compressed else buffered)
         self.compressed = compressed
         self.stream = io.BufferedReader(_Hashing(inner, digest), CHUNK)
 
@@ -119,7 +120,7 @@ class OpenSource:
 
 
 def expand(arguments: tuple[str, ...] | list[str], pattern: str = "*.csv") -> list[Source]:
-    """Turn command-line SOURCE arguments into sources: a directory gives its files matching ``pattern``, sorted."""
+    """Turn SOURCE arguments into sources; a directory gives its files matching ``pattern``, sorted."""
     sources: list[Source] = []
     for argument in arguments:
         if argument == "-":
