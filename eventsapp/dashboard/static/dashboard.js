@@ -211,7 +211,8 @@
     if (max <= 0) return [0, 1];
     const raw = max / count;
     const magnitude = 10 ** Math.floor(Math.log10(raw));
-    const step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).find((s) => s >= raw);
+    // Whole-number steps only: user counts are integers, and 2.5 would round to uneven gridlines.
+    const step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).filter(Number.isInteger).find((s) => s >= raw) || 1;
     const niceStep = Math.max(step, 1);
     const ticks = [];
     for (let v = 0; v <= max + niceStep - 1e-9; v += niceStep) ticks.push(Math.round(v));
