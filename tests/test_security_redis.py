@@ -27,7 +27,7 @@ def redis_db():
 
 def test_two_processes_share_one_budget_through_redis(redis_db, tmp_path):
     _, prefix = redis_db
-    pg = EmbeddedPostgres(tmp_path / "pgdata")
+    pg = EmbeddedPostgres()
     # The limiter's key prefix keeps this run's counters apart from any other user of this Redis db.
     env = {"EVENTSAPP_RATELIMIT_STORAGE_URI": REDIS_URL, "EVENTSAPP_RATE_LIMIT_INGEST": "4/minute",
            "EVENTSAPP_RATELIMIT_KEY_PREFIX": prefix}
