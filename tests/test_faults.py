@@ -149,6 +149,32 @@ def test_database_down_log_lines_carry_the_request_id(server, pg):
     assert any(line["logger"] == "eventsapp.access" and line["status"] == 503 for line in mine), mine
 
 
+def test_every_endpoint_answers_503_with_retry_after_while_the_database_is_down(server, pg, db):
+    segment = {"batch": [{"type": "track", "event": "down", "userId": "u", "messageId": "seg-down-1",
+                          "timestamp": "2026-01-01T00:00:00Z"}], "writeKey": "k"}
+    posthog = {"api_key": "k", "batch": [{"event": "down", "distinct_id": "u", "uuid": str(uuid.uuid4()),
+                                          "timestamp": "2026-01-01T00:00:00Z", "properties": {}}]}
+    pg.stop()
+    try:
+        answers = {
+            "POST /events": requests.post(server.url + "/events", json=batch_for("down"), timeout=10),
+            "POST /v1/batch": requests.post(server.url + "/v1/batch", json=segment, timeout=10),
+            "POST /batch/": requests.post(server.url + "/batch/", json=posthog, timeout=10),
+            "GET /stats/dau": requests.get(server.url + "/stats/dau",
+                                           params={"from": "2026-01-01", "to": "2026-01-07"}, timeout=10),
+            "GET /ready": requests.get(server.url + "/ready", timeout=10),
+        }
+    finally:
+        pg.start()
+    for name, response in answers.items():
+        assert response.status_code == 503, (name, response.status_code, response.text[:300])
+        if name != "GET /ready":
+            assert response.headers["Retry-After"].isdigit(), name
+            assert response.json()["code"] == 503, name
+    with db.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM events WHERE event_type = 'down'")).scalar() == 0
+
+
 def test_slow_client_is_disconnected_after_the_channel_timeout(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
