@@ -20,7 +20,7 @@ from eventsapp.ingest import rules
 from eventsapp.ingest.service import write_events
 
 UTC = timezone.utc
-TZS = ("UTC", "Europe/Kyiv", "America/New_York", "Asia/Kolkata")
+TZS = ("UTC", "Europe/Kyiv", "America/New_York", "Asia/Kolkata", "Europe/London")
 OFFSETS = (timedelta(0), timedelta(hours=3), timedelta(hours=-5), timedelta(hours=5, minutes=30),
            timedelta(hours=2), timedelta(hours=-8))
 TYPES = ("app_open", "view_item", "purchase", "Zeta", "zeta", "login")

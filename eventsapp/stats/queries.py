@@ -309,11 +309,20 @@ def summary(connection: sa.Connection, scope: Scope, *, from_: date, to: date) -
     latest stored events (all events, whatever the range or segments), and the matching events and
     distinct users with a local date in [from_, to]."""
     params: dict[str, Any] = {"tz": scope.tz, "first": from_, "last": to}
-    first_date, last_date = connection.exec_driver_sql(
-        "SELECT ((SELECT min(occurred_at) FROM events) AT TIME ZONE %(tz)s)::date,"
-        " ((SELECT max(occurred_at) FROM events) AT TIME ZONE %(tz)s)::date", params,
-    ).one()
+    earliest, latest = connection.exec_driver_sql(
+        "SELECT (SELECT min(occurred_at) FROM events), (SELECT max(occurred_at) FROM events)").one()
+    zone = ZoneInfo(scope.tz)
+    first_date = earliest.astimezone(zone).date() if earliest else None
+    last_date = latest.astimezone(zone).date() if latest else None
     whole = Interval(day_start(from_, scope.tz), day_start(to + timedelta(days=1), scope.tz))
+    if earliest is None:
+        return {"first_date": None, "last_date": None, "events": 0, "users": 0}
+    if not scope.segments and whole.start <= earliest and latest < whole.end:
+        # The range holds every stored event (the dashboard's default): totals need no range scan.
+        events, users = connection.exec_driver_sql(
+            "SELECT (SELECT coalesce(sum(events), 0) FROM rollup_type_quarter),"
+            " (SELECT count(*) FROM rollup_user_first)").one()
+        return {"first_date": first_date, "last_date": last_date, "events": int(events), "users": int(users)}
     if scope.project_rollups:
         sql = """SELECT (SELECT coalesce(sum(events), 0) FROM rollup_local_day_type
                          WHERE day BETWEEN %(first)s AND %(last)s),
