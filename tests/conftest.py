@@ -6,9 +6,12 @@ fresh temporary folder.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -25,8 +28,14 @@ def app(tmp_path_factory):
     # Most tests run unauthenticated and unthrottled; tests/test_security*.py switch these on per test.
     config.update({"EVENTSAPP_AUTH": "off", "EVENTSAPP_RATE_LIMIT_INGEST": "1000000/minute",
                    "EVENTSAPP_RATE_LIMIT_STATS": "1000000/minute"})
+    folder = None
     if not os.environ.get("DATABASE_URL"):
-        config["EVENTSAPP_DATA_DIR"] = tmp_path_factory.mktemp("embedded") / "pgdata"
+        # Not under pytest's tmp tree: each new pytest session on the machine (other checkouts, CI jobs)
+        # resets that tree to 0700, and the embedded server, which runs as the `pgserver` user, then
+        # fails to start there with "Permission denied".
+        folder = Path(tempfile.mkdtemp(prefix="eventsapp-tests-"))
+        folder.chmod(0o755)
+        config["EVENTSAPP_DATA_DIR"] = folder / "pgdata"
     app = create_app(config)
     if os.environ.get("DATABASE_URL"):
         from flask_migrate import upgrade
@@ -36,6 +45,13 @@ def app(tmp_path_factory):
         with app.app_context():
             upgrade(directory=str(MIGRATIONS_DIR))
     yield app
+    if folder is not None:
+        from eventsapp import embedded_pg
+
+        with app.app_context():
+            db.engine.dispose()
+        embedded_pg.stop(folder / "pgdata")
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
