@@ -58,6 +58,7 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "EVENTSAPP_KEY_CACHE_SECONDS": _int(env, "EVENTSAPP_KEY_CACHE_SECONDS", 5),
         "EVENTSAPP_RATE_LIMIT_INGEST": env.get("EVENTSAPP_RATE_LIMIT_INGEST") or "6000/minute",
         "EVENTSAPP_RATE_LIMIT_STATS": env.get("EVENTSAPP_RATE_LIMIT_STATS") or "1200/minute",
+        "EVENTSAPP_RATE_LIMIT_AUTH_FAILURES": env.get("EVENTSAPP_RATE_LIMIT_AUTH_FAILURES") or "60/minute",
         "EVENTSAPP_RATELIMIT_STORAGE_URI": env.get("EVENTSAPP_RATELIMIT_STORAGE_URI") or "memory://",
         "EVENTSAPP_RATELIMIT_KEY_PREFIX": env.get("EVENTSAPP_RATELIMIT_KEY_PREFIX") or "eventsapp",
         "EVENTSAPP_THREADS": _int(env, "EVENTSAPP_THREADS", 8),

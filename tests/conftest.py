@@ -27,7 +27,8 @@ def app(tmp_path_factory):
     config: dict[str, Any] = {"TESTING": True}
     # Most tests run unauthenticated and unthrottled; tests/test_security*.py switch these on per test.
     config.update({"EVENTSAPP_AUTH": "off", "EVENTSAPP_RATE_LIMIT_INGEST": "1000000/minute",
-                   "EVENTSAPP_RATE_LIMIT_STATS": "1000000/minute"})
+                   "EVENTSAPP_RATE_LIMIT_STATS": "1000000/minute",
+                   "EVENTSAPP_RATE_LIMIT_AUTH_FAILURES": "1000000/minute"})
     folder = None
     if not os.environ.get("DATABASE_URL"):
         # Not under pytest's tmp tree: each new pytest session on the machine (other checkouts, CI jobs)

@@ -17,7 +17,7 @@ def auth_on(app):
     """Turn auth on for one test (the session app runs with it off) and restore everything after."""
     saved = {name: app.config[name] for name in
              ("EVENTSAPP_AUTH", "EVENTSAPP_METRICS_AUTH", "EVENTSAPP_KEY_CACHE_SECONDS",
-              "EVENTSAPP_RATE_LIMIT_INGEST", "EVENTSAPP_RATE_LIMIT_STATS")}
+              "EVENTSAPP_RATE_LIMIT_INGEST", "EVENTSAPP_RATE_LIMIT_STATS", "EVENTSAPP_RATE_LIMIT_AUTH_FAILURES")}
     app.config["EVENTSAPP_AUTH"] = "required"
     auth.clear_cache()
     limiter.reset()
@@ -289,3 +289,23 @@ def test_every_registered_route_is_in_the_scope_table(app):
             if auth.required_scope(rule.endpoint, blueprint) == auth.UNMAPPED_SCOPE:
                 unmapped.append(rule.rule)
     assert unmapped == []
+
+
+def test_too_many_unknown_keys_from_one_address_get_429(auth_on, app, client, engine):
+    app.config["EVENTSAPP_RATE_LIMIT_AUTH_FAILURES"] = "3/minute"
+    good = new_key(engine, "good", "ingest")
+    scanner, other = {"REMOTE_ADDR": "10.9.9.9"}, {"REMOTE_ADDR": "10.9.9.10"}
+    try:
+        for attempt in range(3):
+            assert client.post("/events", json=[make_event()], headers=bearer(f"guess-{attempt}"),
+                               environ_base=scanner).status_code == 401
+        refused = client.post("/events", json=[make_event()], headers=bearer(good), environ_base=scanner)
+        assert refused.status_code == 429
+        assert refused.headers["Retry-After"].isdigit()
+        assert "unknown API keys" in refused.get_json()["message"]
+        # Other addresses are unaffected, and a missing key costs nothing.
+        assert client.post("/events", json=[make_event()], headers=bearer(good), environ_base=other).status_code == 201
+        for _ in range(5):
+            assert client.post("/events", json=[make_event()], environ_base=other).status_code == 401
+    finally:
+        app.config["EVENTSAPP_RATE_LIMIT_AUTH_FAILURES"] = "1000000/minute"

@@ -66,8 +66,12 @@ def authenticate(raw_key: str | None, scope: str) -> KeyIdentity:
         return ANONYMOUS
     if not raw_key:
         raise _unauthorized("API key required: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.")
+    from .limits import check_auth_failures, count_auth_failure
+
+    check_auth_failures()
     identity = _cache.lookup(db.engine, raw_key, current_app.config.get("EVENTSAPP_KEY_CACHE_SECONDS", 5))
     if identity is None:
+        count_auth_failure()
         raise _unauthorized("API key is unknown or revoked.")
     g.api_key_name = identity.name
     if not identity.allows(scope):

@@ -6,9 +6,10 @@ import time
 
 from flask import Blueprint, Flask, current_app, g, request
 from flask_limiter import Limiter, RateLimitExceeded
+from limits import parse as parse_limit
 from prometheus_client import Counter
 
-from ..errors import error_response
+from ..errors import ApiError, error_response
 
 RATE_LIMITED = Counter(
     "eventsapp_rate_limited_total", "Requests refused with 429 by the rate limiter, by budget", ["budget"]
@@ -20,7 +21,7 @@ BUDGETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "stats": ("EVENTSAPP_RATE_LIMIT_STATS", ("stats",)),
 }
 
-for _budget in BUDGETS:
+for _budget in (*BUDGETS, "auth_failures"):
     RATE_LIMITED.labels(_budget)  # export zeros, so rate() and alerts work before the first 429
 
 
@@ -28,6 +29,25 @@ def rate_limit_key() -> str:
     """Whose budget a request spends: the API key's name once auth identified it, else the client IP."""
     name = g.get("api_key_name")
     return f"key:{name}" if name else f"ip:{request.remote_addr or 'unknown'}"
+
+
+def _auth_failure_limit():
+    return parse_limit(current_app.config.get("EVENTSAPP_RATE_LIMIT_AUTH_FAILURES", "60/minute"))
+
+
+def check_auth_failures() -> None:
+    """Refuse (429) a client IP that sent too many unknown keys lately, before looking up another."""
+    item, address = _auth_failure_limit(), request.remote_addr or "unknown"
+    if not limiter.limiter.test(item, "auth-failures", address):
+        RATE_LIMITED.labels("auth_failures").inc()
+        reset_at = limiter.limiter.get_window_stats(item, "auth-failures", address).reset_time
+        retry_after = max(1, math.ceil(reset_at - time.time()))
+        raise ApiError(f"Too many unknown API keys from this address; retry after {retry_after} s.",
+                       status_code=429, headers={"Retry-After": str(retry_after)})
+
+
+def count_auth_failure() -> None:
+    limiter.limiter.hit(_auth_failure_limit(), "auth-failures", request.remote_addr or "unknown")
 
 
 def _limit_from_config(config_key: str):
