@@ -19,6 +19,6 @@ USER eventsapp
 VOLUME ["/data"]
 EXPOSE 8000
 
-# Apply migrations (a no-op when at head), then serve. exec makes waitress PID 1's child-free
-# replacement so SIGTERM from `docker stop` reaches it.
-CMD ["sh", "-c", "flask db upgrade && exec waitress-serve --listen=0.0.0.0:8000 --threads=8 wsgi:app"]
+# Apply migrations (a no-op when at head), then serve with waitress (`flask serve`: graceful stop).
+# exec replaces the shell so SIGTERM from `docker stop` reaches the server.
+CMD ["sh", "-c", "flask db upgrade && exec flask serve --host 0.0.0.0 --port 8000"]

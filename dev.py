@@ -53,7 +53,8 @@ def serve(args: list[str]) -> int:
         cwd=ROOT, env=env, check=True,
     )
     print(f"eventsapp on http://{host}:{port}/  (API docs: /docs, dashboard: /dashboard; Ctrl-C stops)", flush=True)
-    command = [str(BIN / "waitress-serve"), f"--listen={host}:{port}", *args, "wsgi:app"]
+    # `flask serve` is waitress with the app's settings and a graceful stop on SIGTERM/SIGINT.
+    command = [str(PYTHON), "-m", "flask", "serve", "--host", host, "--port", port, *args]
     server = subprocess.Popen(command, cwd=ROOT, env=env)
     signal.signal(signal.SIGTERM, lambda signum, frame: server.send_signal(signal.SIGTERM))
     while True:
