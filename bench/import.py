@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO))
 
 REFERENCE_SCHEMA = """
 DROP TABLE IF EXISTS bench_ref_plain, bench_ref_indexed;
-CREATE TABLE bench_ref_plain (event_id text, occurred_at text, user_id text, event_type text, properties text);
+CREATE TABLE bench_ref_plain (event_id text, occurred_at text, user_id text, event_type text,
+                              properties text);
 CREATE TABLE bench_ref_indexed (event_id uuid PRIMARY KEY, occurred_at timestamptz, user_id text,
                                 event_type text, properties jsonb);
 CREATE INDEX ON bench_ref_indexed (occurred_at);
@@ -74,8 +75,8 @@ def run_import_measured(env: dict[str, str], *args: str) -> tuple[float, float, 
     started = time.perf_counter()
     out_file = tempfile.TemporaryFile()
     err_file = tempfile.TemporaryFile()
-    process = subprocess.Popen([sys.executable, "-m", "flask", "import-csv", *args, "--quiet"], cwd=REPO, env=env,
-                               stdout=out_file, stderr=err_file)
+    process = subprocess.Popen([sys.executable, "-m", "flask", "import-csv", *args, "--quiet"], cwd=REPO,
+                               env=env, stdout=out_file, stderr=err_file)
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -153,8 +154,8 @@ def fresh(engine) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description="Benchmark flask import-csv against COPY.")
     parser.add_argument("--rows", default="100000,1000000", help="comma-separated file sizes")
-    parser.add_argument("--runs", type=int, default=3, help="runs per size (1M rows: at most 1 unless --runs-1m)")
-    parser.add_argument("--runs-1m", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=3, help="runs per size below 1M rows")
+    parser.add_argument("--runs-1m", type=int, default=1, help="runs for sizes of 1M rows and more")
     parser.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "eventsapp-import-bench"),
                         help="folder for generated files (kept between runs)")
     args = parser.parse_args()
@@ -193,16 +194,18 @@ def main() -> int:
         for rows in sizes:
             path = paths[rows]
             runs = args.runs_1m if rows >= 1_000_000 else args.runs
-            imports, plains, indexeds, rss, replays, dups, cpu_imports, cpu_refs = [], [], [], [], [], [], [], []
+            imports, plains, indexeds, rss, replays, dups = [], [], [], [], [], []
+            cpu_imports, cpu_refs = [], []
             for run in range(runs):
                 fresh(engine)
                 plain, indexed, cpu_ref = copy_reference(engine, unique[rows], cpu)
                 fresh(engine)
                 engine.dispose()
                 before = cpu.total()
-                elapsed, peak, summary, cpu_process = run_import_measured(env, str(path), "-k", f"bench-{run}")
+                key = f"bench-{run}"
+                elapsed, peak, summary, cpu_process = run_import_measured(env, str(path), "-k", key)
                 cpu_import = cpu_process + cpu.total() - before
-                replay, _, replay_out, _ = run_import_measured(env, str(path), "-k", f"bench-{run}")
+                replay, _, replay_out, _ = run_import_measured(env, str(path), "-k", key)
                 assert "Already imported" in replay_out, replay_out
                 dup, _, dup_out, _ = run_import_measured(env, str(path), "-k", f"bench-new-{run}")
                 assert " 0 inserted" in dup_out, dup_out
@@ -216,8 +219,8 @@ def main() -> int:
                 cpu_refs.append(cpu_ref)
                 print(f"  {rows:>9,} run {run + 1}: import {elapsed:.2f} s (COPY plain {plain:.2f} s, "
                       f"reference {indexed:.2f} s), same key {replay:.2f} s, all duplicates {dup:.2f} s, "
-                      f"peak RSS {peak:.0f} MB, CPU import {cpu_import:.2f} s (process {cpu_process:.2f} s) vs reference COPY "
-                      f"{cpu_ref:.2f} s, "
+                      f"peak RSS {peak:.0f} MB, CPU import {cpu_import:.2f} s (process {cpu_process:.2f} s) "
+                      f"vs reference COPY {cpu_ref:.2f} s, "
                       f"load {os.getloadavg()[0]:.1f} | {summary}", file=sys.stderr)
             results.append((rows, runs, statistics.median(imports), statistics.median(plains),
                             statistics.median(indexeds), statistics.median(replays), statistics.median(dups),
@@ -231,17 +234,20 @@ def main() -> int:
             shutil.rmtree(owned_folder, ignore_errors=True)
 
     print()
-    print(f"flask import-csv vs COPY, medians ({os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f} at the end)")
-    print("| rows | runs | import-csv (s) | COPY unindexed (s) | COPY reference schema (s) | import / reference "
-          "| same key again (s) | all duplicates, new key (s) | dup s per 100k | peak RSS (MB) "
+    print(f"flask import-csv vs COPY, medians ({os.cpu_count()} CPUs, "
+          f"load avg {os.getloadavg()[0]:.1f} at the end)")
+    print("| rows | runs | import-csv (s) | COPY unindexed (s) | COPY reference schema (s) "
+          "| import / reference | same key again (s) | all duplicates, new key (s) | dup s per 100k "
+          "| peak RSS (MB) "
           "| CPU s: import (process + db) | CPU s: reference COPY (db) | CPU ratio |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for rows, runs, imp, plain, indexed, replay, dup, peak, cpu_imp, cpu_ref in results:
-        print(f"| {rows:,} | {runs} | {imp:.2f} | {plain:.2f} | {indexed:.2f} | {imp / indexed:.2f}x | {replay:.2f} "
-              f"| {dup:.2f} | {dup / rows * 100_000:.2f} | {peak:.0f} | {cpu_imp:.2f} | {cpu_ref:.2f} "
+        print(f"| {rows:,} | {runs} | {imp:.2f} | {plain:.2f} | {indexed:.2f} | {imp / indexed:.2f}x "
+              f"| {replay:.2f} | {dup:.2f} | {dup / rows * 100_000:.2f} | {peak:.0f} | {cpu_imp:.2f} "
+              f"| {cpu_ref:.2f} "
               f"| {cpu_imp / cpu_ref:.2f}x |")
-    print("\nGoals: import <= 1.0x reference (ceiling 1.5x); same key <= 0.5 s; all duplicates <= 1.0 s per 100k; "
-          "peak RSS <= 200 MB at 1M rows.")
+    print("\nGoals: import <= 1.0x reference (ceiling 1.5x); same key <= 0.5 s; "
+          "all duplicates <= 1.0 s per 100k; peak RSS <= 200 MB at 1M rows.")
     return 0
 
 

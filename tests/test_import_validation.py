@@ -69,7 +69,8 @@ def http_verdict(client, case) -> dict[str, list[str]]:
         return {}
     assert response.status_code == 422, response.get_data(as_text=True)
     errors = response.get_json()["errors"]["json"]["0"]
-    return {("properties_json" if name == "properties" else name): messages for name, messages in errors.items()}
+    return {("properties_json" if name == "properties" else name): messages
+            for name, messages in errors.items()}
 
 
 LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+): (?P<field>[a-z_]+): (?P<message>.*)$")
@@ -116,7 +117,8 @@ def test_accepted_values_are_stored_the_same_way(client, runner, engine, tmp_pat
     """The same valid event through either path ends up as the same row."""
     valid = [case for case in CASES if case[0] in ("valid", "event_id upper case", "occurred_at naive is utc",
                                                    "occurred_at odd offset", "properties unicode")]
-    query = "SELECT event_id::text, occurred_at, user_id, event_type, properties FROM events ORDER BY event_id"
+    query = ("SELECT event_id::text, occurred_at, user_id, event_type, properties "
+             "FROM events ORDER BY event_id")
     for case in valid:
         http_verdict(client, case)
     with engine.connect() as connection:
