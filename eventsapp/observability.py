@@ -4,6 +4,7 @@ Every log record (ours, libraries', waitress's) gets the current request id, and
 writes JSON, so log shippers need no parsing rules. Headers and bodies are never logged, and the
 database URL only with its password masked.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,7 +39,8 @@ class ImportRowsCollector:
     """
 
     QUERY = sa.text(
-        "SELECT coalesce(sum((result->>'inserted')::bigint), 0), coalesce(sum((result->>'duplicates')::bigint), 0),"
+        "SELECT coalesce(sum((result->>'inserted')::bigint), 0),"
+        " coalesce(sum((result->>'duplicates')::bigint), 0),"
         " coalesce(sum((result->>'rejected')::bigint), 0) FROM processed_keys WHERE kind = 'import'"
     )
 
@@ -46,12 +48,16 @@ class ImportRowsCollector:
         self.engine: sa.Engine | None = None
 
     def describe(self):
-        return [CounterMetricFamily("eventsapp_import_rows", "Rows of completed CSV imports, by result",
-                                    labels=["result"])]
+        return [
+            CounterMetricFamily(
+                "eventsapp_import_rows", "Rows of completed CSV imports, by result", labels=["result"]
+            )
+        ]
 
     def collect(self):
-        family = CounterMetricFamily("eventsapp_import_rows", "Rows of completed CSV imports, by result",
-                                     labels=["result"])
+        family = CounterMetricFamily(
+            "eventsapp_import_rows", "Rows of completed CSV imports, by result", labels=["result"]
+        )
         if self.engine is not None:
             try:
                 with self.engine.connect() as connection:

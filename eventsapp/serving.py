@@ -6,6 +6,7 @@ keep-alive connections, and only then exits (which also stops an embedded Postgr
 Plain ``waitress-serve`` would instead drop in-flight requests: its worker threads are daemons and
 its main loop stops flushing responses as soon as the signal arrives.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,7 +29,9 @@ class _Stop(BaseException):
 
 def _busy(channel) -> bool:
     # A request being received, queued or answered, or response bytes not yet sent.
-    return bool(channel.requests or channel.total_outbufs_len or getattr(channel, "request", None) is not None)
+    return bool(
+        channel.requests or channel.total_outbufs_len or getattr(channel, "request", None) is not None
+    )
 
 
 def drain(server, timeout: float) -> int:
@@ -75,13 +78,20 @@ def serve(app: Flask, host: str, port: int, on_listening: Callable[[str], None] 
     _warn_if_no_keys(app)
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     url = f"http://{server.effective_host}:{server.effective_port}"
-    log.info("serving on %s", url, extra={"threads": config["EVENTSAPP_THREADS"],
-                                           "channel_timeout": config["EVENTSAPP_CHANNEL_TIMEOUT"]})
+    log.info(
+        "serving on %s",
+        url,
+        extra={
+            "threads": config["EVENTSAPP_THREADS"],
+            "channel_timeout": config["EVENTSAPP_CHANNEL_TIMEOUT"],
+        },
+    )
     if on_listening:
         on_listening(url)
     try:
-        wasyncore.loop(timeout=server.adj.asyncore_loop_timeout, map=server._map,
-                       use_poll=server.adj.asyncore_use_poll)
+        wasyncore.loop(
+            timeout=server.adj.asyncore_loop_timeout, map=server._map, use_poll=server.adj.asyncore_use_poll
+        )
     except _Stop:
         log.info("stopping: finishing in-flight requests (up to %s s)", config["EVENTSAPP_SHUTDOWN_TIMEOUT"])
         cut_off = drain(server, config["EVENTSAPP_SHUTDOWN_TIMEOUT"])
@@ -104,8 +114,11 @@ def _warn_if_no_keys(app: Flask) -> None:
     except Exception:  # the database may be down at start; /ready will say so
         return
     if not active:
-        log.warning("no API keys yet: every API call will get 401. Create one with "
-                    "`flask keys create --name me --scope ingest --scope read`, or run locally with EVENTSAPP_AUTH=off")
+        log.warning(
+            "no API keys yet: every API call will get 401. Create one with "
+            "`flask keys create --name me --scope ingest --scope read`, "
+            "or run locally with EVENTSAPP_AUTH=off"
+        )
 
 
 @click.command("serve")
@@ -113,6 +126,6 @@ def _warn_if_no_keys(app: Flask) -> None:
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
 @with_appcontext
 def serve_command(host: str, port: int) -> None:
-    """Serve the app with waitress (EVENTSAPP_THREADS, EVENTSAPP_CHANNEL_TIMEOUT); stop gracefully on SIGTERM."""
+    """Serve the app with waitress (EVENTSAPP_THREADS, _CHANNEL_TIMEOUT); stop gracefully on SIGTERM."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     serve(app, host, port)

@@ -1,4 +1,5 @@
 """Helpers for tests that need the app as a real server process and an embedded PostgreSQL they can stop."""
+
 from __future__ import annotations
 
 import logging
@@ -51,8 +52,16 @@ class EmbeddedPostgres:
         self._pg_ctl("-w", "-D", str(self.data_dir), "stop", "-m", "fast")
 
     def start(self) -> None:
-        self._pg_ctl("-w", "-o", f'-h "" -k {self.socket_dir}', "-l", str(self.data_dir / "log"),
-                     "-D", str(self.data_dir), "start")
+        self._pg_ctl(
+            "-w",
+            "-o",
+            f'-h "" -k {self.socket_dir}',
+            "-l",
+            str(self.data_dir / "log"),
+            "-D",
+            str(self.data_dir),
+            "start",
+        )
 
     def close(self) -> None:
         try:
@@ -70,12 +79,17 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"server-{self.port}.log"
         full_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-        full_env.update({"EVENTSAPP_DATA_DIR": str(data_dir), "EVENTSAPP_AUTH": "off", "PYTHONUNBUFFERED": "1"})
+        full_env.update(
+            {"EVENTSAPP_DATA_DIR": str(data_dir), "EVENTSAPP_AUTH": "off", "PYTHONUNBUFFERED": "1"}
+        )
         full_env.update(env)
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "flask", "--app", "wsgi", "serve", "--port", str(self.port)],
-            cwd=REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def wait_ready(self, timeout: float = 90) -> "ServerProcess":

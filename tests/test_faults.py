@@ -3,6 +3,7 @@
 These run the app as a real server process (``flask serve``) on an embedded PostgreSQL this test
 stops and starts itself, so nothing is mocked: connections really break and really come back.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,12 @@ def pg(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(pg, tmp_path_factory):
-    process = ServerProcess(tmp_path_factory.mktemp("faults-logs"), pg.data_dir,
-                            EVENTSAPP_CHANNEL_TIMEOUT="2", EVENTSAPP_THREADS="6").wait_ready()
+    process = ServerProcess(
+        tmp_path_factory.mktemp("faults-logs"),
+        pg.data_dir,
+        EVENTSAPP_CHANNEL_TIMEOUT="2",
+        EVENTSAPP_THREADS="6",
+    ).wait_ready()
     yield process
     process.terminate()
 
@@ -46,8 +51,16 @@ def db(pg):
 
 def batch_for(tag: str) -> list[dict]:
     at = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
-    return [{"event_id": str(uuid.uuid4()), "occurred_at": at, "user_id": tag, "event_type": "fault_test",
-             "properties": {"i": i}} for i in range(BATCH)]
+    return [
+        {
+            "event_id": str(uuid.uuid4()),
+            "occurred_at": at,
+            "user_id": tag,
+            "event_type": "fault_test",
+            "properties": {"i": i},
+        }
+        for i in range(BATCH)
+    ]
 
 
 class Writer(threading.Thread):
@@ -123,8 +136,13 @@ def test_database_stopped_and_restarted_under_load(server, pg, db):
     assert sum(writer.retry_after_missing for writer in writers) == 0
     acknowledged = [tag for writer in writers for tag in writer.acknowledged]
     with db.connect() as connection:
-        per_batch = dict(connection.execute(sa.text(
-            "SELECT user_id, count(*) FROM events WHERE event_type = 'fault_test' GROUP BY user_id")).all())
+        per_batch = dict(
+            connection.execute(
+                sa.text(
+                    "SELECT user_id, count(*) FROM events WHERE event_type = 'fault_test' GROUP BY user_id"
+                )
+            ).all()
+        )
     # Every acknowledged batch stored exactly once and whole; nothing from the refused one; and no
     # partial batch from the requests cut off when the database went away.
     assert per_batch.get("while-down") is None
@@ -136,8 +154,12 @@ def test_database_stopped_and_restarted_under_load(server, pg, db):
 def test_database_down_log_lines_carry_the_request_id(server, pg):
     pg.stop()
     try:
-        response = requests.post(server.url + "/events", json=batch_for("rid"), timeout=10,
-                                 headers={"X-Request-ID": "fault-rid-42"})
+        response = requests.post(
+            server.url + "/events",
+            json=batch_for("rid"),
+            timeout=10,
+            headers={"X-Request-ID": "fault-rid-42"},
+        )
         assert response.status_code == 503
         assert response.headers["X-Request-ID"] == "fault-rid-42"
     finally:
@@ -150,18 +172,39 @@ def test_database_down_log_lines_carry_the_request_id(server, pg):
 
 
 def test_every_endpoint_answers_503_with_retry_after_while_the_database_is_down(server, pg, db):
-    segment = {"batch": [{"type": "track", "event": "down", "userId": "u", "messageId": "seg-down-1",
-                          "timestamp": "2026-01-01T00:00:00Z"}], "writeKey": "k"}
-    posthog = {"api_key": "k", "batch": [{"event": "down", "distinct_id": "u", "uuid": str(uuid.uuid4()),
-                                          "timestamp": "2026-01-01T00:00:00Z", "properties": {}}]}
+    segment = {
+        "batch": [
+            {
+                "type": "track",
+                "event": "down",
+                "userId": "u",
+                "messageId": "seg-down-1",
+                "timestamp": "2026-01-01T00:00:00Z",
+            }
+        ],
+        "writeKey": "k",
+    }
+    posthog = {
+        "api_key": "k",
+        "batch": [
+            {
+                "event": "down",
+                "distinct_id": "u",
+                "uuid": str(uuid.uuid4()),
+                "timestamp": "2026-01-01T00:00:00Z",
+                "properties": {},
+            }
+        ],
+    }
     pg.stop()
     try:
         answers = {
             "POST /events": requests.post(server.url + "/events", json=batch_for("down"), timeout=10),
             "POST /v1/batch": requests.post(server.url + "/v1/batch", json=segment, timeout=10),
             "POST /batch/": requests.post(server.url + "/batch/", json=posthog, timeout=10),
-            "GET /stats/dau": requests.get(server.url + "/stats/dau",
-                                           params={"from": "2026-01-01", "to": "2026-01-07"}, timeout=10),
+            "GET /stats/dau": requests.get(
+                server.url + "/stats/dau", params={"from": "2026-01-01", "to": "2026-01-07"}, timeout=10
+            ),
             "GET /ready": requests.get(server.url + "/ready", timeout=10),
         }
     finally:
@@ -172,7 +215,9 @@ def test_every_endpoint_answers_503_with_retry_after_while_the_database_is_down(
             assert response.headers["Retry-After"].isdigit(), name
             assert response.json()["code"] == 503, name
     with db.connect() as connection:
-        assert connection.execute(sa.text("SELECT count(*) FROM events WHERE event_type = 'down'")).scalar() == 0
+        assert (
+            connection.execute(sa.text("SELECT count(*) FROM events WHERE event_type = 'down'")).scalar() == 0
+        )
 
 
 def test_slow_client_is_disconnected_after_the_channel_timeout(server):
@@ -193,7 +238,9 @@ def test_graceful_shutdown_finishes_in_flight_requests(pg, db, tmp_path):
 
     def send() -> None:
         try:
-            result["response"] = requests.post(process.url + "/events", json=batch_for("in-flight"), timeout=60)
+            result["response"] = requests.post(
+                process.url + "/events", json=batch_for("in-flight"), timeout=60
+            )
         except Exception as exc:  # reported by the assertions below
             result["error"] = exc
 
@@ -203,8 +250,9 @@ def test_graceful_shutdown_finishes_in_flight_requests(pg, db, tmp_path):
         sender = threading.Thread(target=send)
         sender.start()
         deadline = time.monotonic() + 10
-        while not blocker.execute(sa.text(
-                "SELECT count(*) FROM pg_locks WHERE relation = 'events'::regclass AND NOT granted")).scalar():
+        while not blocker.execute(
+            sa.text("SELECT count(*) FROM pg_locks WHERE relation = 'events'::regclass AND NOT granted")
+        ).scalar():
             assert time.monotonic() < deadline, "the request never reached the database"
             time.sleep(0.05)
         process.process.send_signal(15)
@@ -218,6 +266,8 @@ def test_graceful_shutdown_finishes_in_flight_requests(pg, db, tmp_path):
     assert result["response"].status_code == 201
     assert process.terminate(timeout=30) == 0
     with db.connect() as connection:
-        assert connection.execute(sa.text(
-            "SELECT count(*) FROM events WHERE user_id = 'in-flight'")).scalar() == BATCH
+        assert (
+            connection.execute(sa.text("SELECT count(*) FROM events WHERE user_id = 'in-flight'")).scalar()
+            == BATCH
+        )
     assert "finishing in-flight requests" in process.log()

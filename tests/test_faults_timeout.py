@@ -1,5 +1,6 @@
 """The statement timeout bounds every analytics query: a slow query answers 503 quickly, and the
 connection it used goes back to the pool in working order."""
+
 from __future__ import annotations
 
 import time
@@ -24,7 +25,8 @@ def many_events(engine, client):
     with engine.begin() as connection:
         connection.execute(sa.text(f"""
             INSERT INTO events (event_id, occurred_at, user_id, event_type, properties)
-            SELECT gen_random_uuid(), timestamptz '2026-01-01' + (i % 30) * interval '1 day' + (i % 86400) * interval '1 second',
+            SELECT gen_random_uuid(),
+                   timestamptz '2026-01-01' + (i % 30) * interval '1 day' + (i % 86400) * interval '1 second',
                    'u' || (i % 20000), 'e' || (i % 7), jsonb_build_object('plan', 'p' || (i % 3))
             FROM generate_series(1, {ROWS}) AS i"""))
         connection.exec_driver_sql("ANALYZE events")
@@ -51,5 +53,6 @@ def test_slow_analytics_queries_are_cancelled_with_503(app, client, many_events,
     for i in range(1, ROWS + 1):
         if i % 3 == 1:
             expected[f"2026-01-{i % 30 + 1:02d}"].add(f"u{i % 20000}")
-    assert {row["date"]: row["dau"] for row in answers[0].get_json()} == \
-        {day: len(users) for day, users in expected.items()}
+    assert {row["date"]: row["dau"] for row in answers[0].get_json()} == {
+        day: len(users) for day, users in expected.items()
+    }

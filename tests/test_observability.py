@@ -1,4 +1,5 @@
 """Request ids, JSON access logs without secrets, and the metrics the README lists."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def access_records(caplog, request_id=None):
-    return [r for r in caplog.records if r.name == "eventsapp.access"
-            and (request_id is None or r.request_id == request_id)]
+    return [
+        r
+        for r in caplog.records
+        if r.name == "eventsapp.access" and (request_id is None or r.request_id == request_id)
+    ]
 
 
 def test_request_id_is_generated_and_returned(client):
@@ -38,7 +42,9 @@ def test_callers_request_id_is_kept_and_unsafe_ones_replaced(client):
 
 
 def test_request_id_is_on_error_answers_too(client):
-    response = client.post("/events", data="nope", headers={"X-Request-ID": "err-1", "Content-Type": "application/json"})
+    response = client.post(
+        "/events", data="nope", headers={"X-Request-ID": "err-1", "Content-Type": "application/json"}
+    )
     assert response.status_code == 400
     assert response.headers["X-Request-ID"] == "err-1"
     assert client.get("/no-such-page", headers={"X-Request-ID": "nf-1"}).headers["X-Request-ID"] == "nf-1"
@@ -63,10 +69,14 @@ def test_access_log_names_the_key_and_never_logs_it(app, client, engine, caplog)
     app.config["EVENTSAPP_AUTH"] = "required"
     auth.clear_cache()
     try:
-        ok = client.post("/events", json=[make_event()], headers={"Authorization": f"Bearer {secret}",
-                                                                    "X-Request-ID": "with-key"})
-        bad = client.post("/events", json=[make_event()], headers={"X-API-Key": secret + "x",
-                                                                     "X-Request-ID": "bad-key"})
+        ok = client.post(
+            "/events",
+            json=[make_event()],
+            headers={"Authorization": f"Bearer {secret}", "X-Request-ID": "with-key"},
+        )
+        bad = client.post(
+            "/events", json=[make_event()], headers={"X-API-Key": secret + "x", "X-Request-ID": "bad-key"}
+        )
     finally:
         app.config["EVENTSAPP_AUTH"] = "off"
         auth.clear_cache()
@@ -88,10 +98,21 @@ def test_database_password_is_masked():
 def test_startup_logs_are_json_and_mask_database_url(tmp_path):
     # A separate process, as a user would start it, with a DSN holding a password (never connected to).
     env = {k: v for k, v in os.environ.items()}
-    env.update({"DATABASE_URL": "postgresql://appuser:hunter2-secret@127.0.0.1:1/eventsdb",
-                "EVENTSAPP_AUTH": "off", "EVENTSAPP_LOG_LEVEL": "INFO"})
-    done = subprocess.run([sys.executable, "-c", "from eventsapp import create_app; create_app()"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    env.update(
+        {
+            "DATABASE_URL": "postgresql://appuser:hunter2-secret@127.0.0.1:1/eventsdb",
+            "EVENTSAPP_AUTH": "off",
+            "EVENTSAPP_LOG_LEVEL": "INFO",
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", "from eventsapp import create_app; create_app()"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
     assert lines, "no log lines"
@@ -119,7 +140,9 @@ def test_metrics_beyond_http(client):
         assert metric_value(text, "eventsapp_events_total", f'result="{result}"') is not None, result
     assert metric_value(text, "eventsapp_batch_size_events_count") >= 2
     assert metric_value(text, "eventsapp_idempotent_replays_total") >= 1
-    assert metric_value(text, "eventsapp_db_pool_connections_in_use") == 0  # nothing holds one between requests
+    assert (
+        metric_value(text, "eventsapp_db_pool_connections_in_use") == 0
+    )  # nothing holds one between requests
     assert metric_value(text, "eventsapp_db_pool_size") == 10
     assert "# TYPE eventsapp_import_rows_total counter" in text
     assert "# TYPE eventsapp_rate_limited_total counter" in text
@@ -131,10 +154,14 @@ def test_import_rows_metric_reports_completed_imports_from_the_database(client, 
     # As `flask import-csv` records a finished import (another process, so only the database knows).
     with engine.begin() as connection:
         for key, totals in (("a", (90, 7, 3)), ("b", (10, 0, 1))):
-            connection.execute(sa.text(
-                "INSERT INTO processed_keys (kind, key, fingerprint, status_code, result) VALUES ('import', :key, 'f', 0,"
-                " jsonb_build_object('inserted', :i, 'duplicates', :d, 'rejected', :r))"),
-                {"key": key, "i": totals[0], "d": totals[1], "r": totals[2]})
+            connection.execute(
+                sa.text(
+                    "INSERT INTO processed_keys (kind, key, fingerprint, status_code, result)"
+                    " VALUES ('import', :key, 'f', 0,"
+                    " jsonb_build_object('inserted', :i, 'duplicates', :d, 'rejected', :r))"
+                ),
+                {"key": key, "i": totals[0], "d": totals[1], "r": totals[2]},
+            )
     text = client.get("/metrics").get_data(as_text=True)
     assert metric_value(text, "eventsapp_import_rows_total", 'result="inserted"') == 100
     assert metric_value(text, "eventsapp_import_rows_total", 'result="duplicate"') == 7
@@ -153,7 +180,11 @@ def test_grafana_dashboard_queries_only_metrics_the_app_exports(client):
     client.get("/health")  # so the per-request HTTP series exist
     client.post("/events", json=[make_event()])
     exported = client.get("/metrics").get_data(as_text=True)
-    series = {line.split("{")[0].split(" ")[0] for line in exported.splitlines() if line and not line.startswith("#")}
+    series = {
+        line.split("{")[0].split(" ")[0]
+        for line in exported.splitlines()
+        if line and not line.startswith("#")
+    }
     labels = set(re.findall(r"[{,]([a-z_]+)=", exported))
     dashboard = json.loads((REPO / "deploy" / "grafana-dashboard.json").read_text())
     exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]

@@ -4,6 +4,7 @@ Runs in-process against the real app and PostgreSQL with auth on (so the 401 pat
 too) and a fixed seed. Operations are driven one by one through schemathesis's strategies (its lazy
 pytest fixture loader does not work with pytest 9), and the number of generated cases is checked.
 """
+
 from __future__ import annotations
 
 import hypothesis
@@ -26,8 +27,10 @@ EXAMPLES = {GenerationMode.POSITIVE: 100, GenerationMode.NEGATIVE: 40}
 EXCLUDED_CHECKS = [positive_data_acceptance]
 # Known documentation bugs in other packages, reported to their owners; remove an entry once fixed.
 KNOWN_MISMATCHES = {
-    "GET /stats/retention": (response_schema_conformance,
-                             "RetentionRow is documented with additionalProperties: false, answers carry w0..wN"),
+    "GET /stats/retention": (
+        response_schema_conformance,
+        "RetentionRow is documented with additionalProperties: false, answers carry w0..wN",
+    )
 }
 
 
@@ -44,13 +47,21 @@ def api_key(app, engine):
 
 def run_operation(operation, mode: GenerationMode, headers: dict[str, str]) -> int:
     count = 0
-    excluded = EXCLUDED_CHECKS + [KNOWN_MISMATCHES[operation.label][0]] if operation.label in KNOWN_MISMATCHES \
+    excluded = (
+        EXCLUDED_CHECKS + [KNOWN_MISMATCHES[operation.label][0]]
+        if operation.label in KNOWN_MISMATCHES
         else EXCLUDED_CHECKS
+    )
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @hypothesis.seed(SEED)
-    @hypothesis.settings(max_examples=EXAMPLES[mode], deadline=None, database=None, print_blob=True,
-                         suppress_health_check=list(HealthCheck))
+    @hypothesis.settings(
+        max_examples=EXAMPLES[mode],
+        deadline=None,
+        database=None,
+        print_blob=True,
+        suppress_health_check=list(HealthCheck),
+    )
     def check(case) -> None:
         nonlocal count
         count += 1

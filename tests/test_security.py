@@ -1,4 +1,5 @@
 """API keys, scopes and rate limits, against the real database and the real Flask-Limiter."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,9 +16,17 @@ from eventsapp.security.limits import limiter
 @pytest.fixture
 def auth_on(app):
     """Turn auth on for one test (the session app runs with it off) and restore everything after."""
-    saved = {name: app.config[name] for name in
-             ("EVENTSAPP_AUTH", "EVENTSAPP_METRICS_AUTH", "EVENTSAPP_KEY_CACHE_SECONDS",
-              "EVENTSAPP_RATE_LIMIT_INGEST", "EVENTSAPP_RATE_LIMIT_STATS", "EVENTSAPP_RATE_LIMIT_AUTH_FAILURES")}
+    saved = {
+        name: app.config[name]
+        for name in (
+            "EVENTSAPP_AUTH",
+            "EVENTSAPP_METRICS_AUTH",
+            "EVENTSAPP_KEY_CACHE_SECONDS",
+            "EVENTSAPP_RATE_LIMIT_INGEST",
+            "EVENTSAPP_RATE_LIMIT_STATS",
+            "EVENTSAPP_RATE_LIMIT_AUTH_FAILURES",
+        )
+    }
     app.config["EVENTSAPP_AUTH"] = "required"
     auth.clear_cache()
     limiter.reset()
@@ -46,8 +55,12 @@ def test_missing_key_is_401_json_and_nothing_is_stored(auth_on, client, engine):
 
 def test_unknown_and_malformed_keys_are_401(auth_on, client, engine):
     new_key(engine, "real", "ingest")
-    for headers in (bearer("ea_not-a-real-key"), {"X-API-Key": "nope"}, {"Authorization": "Bearer "},
-                    {"Authorization": "Basic dXNlcjpwYXNz"}):
+    for headers in (
+        bearer("ea_not-a-real-key"),
+        {"X-API-Key": "nope"},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+    ):
         response = client.post("/events", json=[make_event()], headers=headers)
         assert response.status_code == 401, headers
         assert response.get_json()["code"] == 401
@@ -77,7 +90,9 @@ def test_admin_scope_can_do_everything(auth_on, client, engine):
 def test_only_a_hash_of_the_key_is_stored(auth_on, engine):
     key = new_key(engine, "hashed", "ingest")
     with engine.connect() as connection:
-        stored = connection.execute(sa.text("SELECT key_hash FROM api_keys WHERE name = 'hashed'")).scalar_one()
+        stored = connection.execute(
+            sa.text("SELECT key_hash FROM api_keys WHERE name = 'hashed'")
+        ).scalar_one()
         dump = connection.execute(sa.text("SELECT row_to_json(api_keys)::text FROM api_keys")).scalar_one()
     assert stored == hashlib.sha256(key.encode()).hexdigest()
     assert key not in dump and key.removeprefix("ea_") not in dump
@@ -85,7 +100,9 @@ def test_only_a_hash_of_the_key_is_stored(auth_on, engine):
 
 
 def test_key_lifecycle_through_the_cli(auth_on, client, runner, engine):
-    created = runner.invoke(args=["keys", "create", "--name", "ci-bot", "--scope", "ingest", "--scope", "read"])
+    created = runner.invoke(
+        args=["keys", "create", "--name", "ci-bot", "--scope", "ingest", "--scope", "read"]
+    )
     assert created.exit_code == 0, created.output
     key = created.stdout.strip().splitlines()[0]
     assert key.startswith("ea_")
@@ -143,8 +160,11 @@ def test_metrics_can_be_closed_by_config(auth_on, app, client, engine):
 
 
 def test_stats_endpoints_need_the_read_scope(auth_on, app, client, engine):
-    rules = [rule for rule in app.url_map.iter_rules() if rule.endpoint.startswith("stats.")
-             and "GET" in rule.methods and not rule.arguments]
+    rules = [
+        rule
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint.startswith("stats.") and "GET" in rule.methods and not rule.arguments
+    ]
     if not rules:
         pytest.skip("the stats blueprint is not registered in this tree yet")
     writer = new_key(engine, "writer", "ingest")
@@ -218,7 +238,10 @@ def test_rate_limit_rejections_are_counted_in_metrics(auth_on, app, client):
 
     def rejected() -> float:
         text = client.get("/metrics").get_data(as_text=True)
-        line = next((l for l in text.splitlines() if l.startswith('eventsapp_rate_limited_total{budget="ingest"}')), None)
+        line = next(
+            (l for l in text.splitlines() if l.startswith('eventsapp_rate_limited_total{budget="ingest"}')),
+            None,
+        )
         return float(line.split()[-1]) if line else 0.0
 
     before = rejected()
@@ -238,7 +261,11 @@ def test_unauthenticated_requests_do_not_spend_a_keys_budget(auth_on, app, clien
 def test_openapi_documents_the_key_schemes_and_error_answers(client):
     spec = client.get("/openapi.json").get_json()
     schemes = spec["components"]["securitySchemes"]
-    assert schemes["bearerAuth"] == {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer KEY"}
+    assert schemes["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "Authorization: Bearer KEY",
+    }
     assert schemes["apiKeyHeader"]["in"] == "header" and schemes["apiKeyHeader"]["name"] == "X-API-Key"
     post = spec["paths"]["/events"]["post"]
     assert {"bearerAuth": []} in post["security"]
@@ -297,14 +324,21 @@ def test_too_many_unknown_keys_from_one_address_get_429(auth_on, app, client, en
     scanner, other = {"REMOTE_ADDR": "10.9.9.9"}, {"REMOTE_ADDR": "10.9.9.10"}
     try:
         for attempt in range(3):
-            assert client.post("/events", json=[make_event()], headers=bearer(f"guess-{attempt}"),
-                               environ_base=scanner).status_code == 401
+            assert (
+                client.post(
+                    "/events", json=[make_event()], headers=bearer(f"guess-{attempt}"), environ_base=scanner
+                ).status_code
+                == 401
+            )
         refused = client.post("/events", json=[make_event()], headers=bearer(good), environ_base=scanner)
         assert refused.status_code == 429
         assert refused.headers["Retry-After"].isdigit()
         assert "unknown API keys" in refused.get_json()["message"]
         # Other addresses are unaffected, and a missing key costs nothing.
-        assert client.post("/events", json=[make_event()], headers=bearer(good), environ_base=other).status_code == 201
+        assert (
+            client.post("/events", json=[make_event()], headers=bearer(good), environ_base=other).status_code
+            == 201
+        )
         for _ in range(5):
             assert client.post("/events", json=[make_event()], environ_base=other).status_code == 401
     finally:

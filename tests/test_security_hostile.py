@@ -3,6 +3,7 @@
 Every answer must be a JSON 4xx (or a normal 2xx where the input is merely odd text), never a 5xx,
 and the database must be untouched by anything but the request's own, literal data.
 """
+
 from __future__ import annotations
 
 import socket
@@ -45,7 +46,10 @@ def stats_parameters(client) -> dict[str, tuple[list[str], dict[str, str]]]:
     for path, op in spec["paths"].items():
         if path.startswith("/stats/") and "get" in op:
             params = [p for p in op["get"].get("parameters", []) if p["in"] == "query"]
-            found[path] = ([p["name"] for p in params], {p["name"]: VALID[p["name"]] for p in params if p.get("required")})
+            found[path] = (
+                [p["name"] for p in params],
+                {p["name"]: VALID[p["name"]] for p in params if p.get("required")},
+            )
     return found
 
 
@@ -67,8 +71,10 @@ def test_injection_in_every_stats_parameter_is_refused_or_harmless(client, engin
 
 
 def test_injection_in_event_fields_is_stored_literally(client, engine):
-    events = [make_event(user_id=payload, event_type=payload[:60] or "x", properties={payload: payload})
-              for payload in INJECTIONS]
+    events = [
+        make_event(user_id=payload, event_type=payload[:60] or "x", properties={payload: payload})
+        for payload in INJECTIONS
+    ]
     response = client.post("/events", json=events)
     assert response.status_code == 201, response.get_json()
     with engine.connect() as connection:
@@ -82,9 +88,16 @@ def test_injection_in_ids_and_headers_is_refused(client, engine):
     for payload in INJECTIONS:
         assert client.post("/events", json=[make_event(event_id=payload)]).status_code == 422
         assert client.post("/events", json=[make_event(occurred_at=payload)]).status_code == 422
-        response = client.post("/events", json=[make_event()],
-                               headers={"Idempotency-Key": payload, "X-Request-ID": payload,
-                                        "X-API-Key": payload, "Authorization": f"Bearer {payload}"})
+        response = client.post(
+            "/events",
+            json=[make_event()],
+            headers={
+                "Idempotency-Key": payload,
+                "X-Request-ID": payload,
+                "X-API-Key": payload,
+                "Authorization": f"Bearer {payload}",
+            },
+        )
         assert response.status_code == 201  # auth is off here; odd header text is just text
         assert response.headers["X-Request-ID"] != payload or payload.isalnum()
     assert stored_count(engine) == len(INJECTIONS)
@@ -106,8 +119,10 @@ def test_injected_keys_are_rejected_when_auth_is_on(app, client, engine):
 @pytest.mark.parametrize("depth, statuses", [(100, {201}), (1000, {400, 422}), (100_000, {400, 413, 422})])
 def test_deeply_nested_properties_get_4xx_not_500(client, engine, depth, statuses):
     nested = '{"a":' * depth + "1" + "}" * depth
-    body = ('[{"event_id":"%s","occurred_at":"2026-01-01T00:00:00Z","user_id":"u","event_type":"t",'
-            '"properties":%s}]' % (uuid.uuid4(), nested))
+    body = (
+        '[{"event_id":"%s","occurred_at":"2026-01-01T00:00:00Z","user_id":"u","event_type":"t",'
+        '"properties":%s}]' % (uuid.uuid4(), nested)
+    )
     response = client.post("/events", data=body, content_type="application/json")
     assert response.status_code in statuses, response.get_json()
     assert response.is_json
@@ -148,8 +163,10 @@ def test_many_headers_are_refused(served):
 
 def test_oversized_declared_body_is_refused_before_reading(served):
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
-        sock.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 50000000\r\n\r\n[")
+        sock.sendall(
+            b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 50000000\r\n\r\n["
+        )
         answer = sock.recv(65536).decode(errors="replace")
     assert answer.startswith("HTTP/1.1 413"), answer[:200]
 
@@ -165,6 +182,8 @@ def test_oversized_chunked_body_is_refused(served):
     def chunks():
         for _ in range(300):
             yield b"[" + b" " * 1000
-    response = requests.post(served.url + "/events", data=chunks(), timeout=30,
-                             headers={"Content-Type": "application/json"})
+
+    response = requests.post(
+        served.url + "/events", data=chunks(), timeout=30, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 413

@@ -1,4 +1,5 @@
 """Two server processes with Redis rate-limit storage spend one budget per client."""
+
 from __future__ import annotations
 
 import uuid
@@ -29,8 +30,11 @@ def test_two_processes_share_one_budget_through_redis(redis_db, tmp_path):
     _, prefix = redis_db
     pg = EmbeddedPostgres()
     # The limiter's key prefix keeps this run's counters apart from any other user of this Redis db.
-    env = {"EVENTSAPP_RATELIMIT_STORAGE_URI": REDIS_URL, "EVENTSAPP_RATE_LIMIT_INGEST": "4/minute",
-           "EVENTSAPP_RATELIMIT_KEY_PREFIX": prefix}
+    env = {
+        "EVENTSAPP_RATELIMIT_STORAGE_URI": REDIS_URL,
+        "EVENTSAPP_RATE_LIMIT_INGEST": "4/minute",
+        "EVENTSAPP_RATELIMIT_KEY_PREFIX": prefix,
+    }
     first = ServerProcess(tmp_path, pg.data_dir, **env).wait_ready()
     second = ServerProcess(tmp_path, pg.data_dir, **env).wait_ready()
     try:

@@ -3,6 +3,7 @@
 ``authenticate(raw_key, scope)`` is the one function that checks a key; the request hook calls it
 for header keys, and the SDK endpoints call it with the key their payloads carry.
 """
+
 from __future__ import annotations
 
 from flask import Flask

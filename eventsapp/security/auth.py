@@ -1,4 +1,5 @@
 """Who may call what: the scope each blueprint needs, and the request hook that enforces it."""
+
 from __future__ import annotations
 
 import logging
@@ -8,6 +9,7 @@ from flask import Flask, current_app, g, request
 from ..errors import ApiError
 from ..extensions import db
 from .keys import ANONYMOUS, KeyCache, KeyIdentity
+from .limits import check_auth_failures, count_auth_failure
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,6 @@ def authenticate(raw_key: str | None, scope: str) -> KeyIdentity:
         return ANONYMOUS
     if not raw_key:
         raise _unauthorized("API key required: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.")
-    from .limits import check_auth_failures, count_auth_failure
-
     check_auth_failures()
     identity = _cache.lookup(db.engine, raw_key, current_app.config.get("EVENTSAPP_KEY_CACHE_SECONDS", 5))
     if identity is None:
@@ -103,7 +103,9 @@ def _authorize_request() -> None:
         # authenticates whatever key the body carries.
         raw_key = key_from_headers() or key_from_basic_auth()
         if raw_key:
-            identity = _cache.lookup(db.engine, raw_key, current_app.config.get("EVENTSAPP_KEY_CACHE_SECONDS", 5))
+            identity = _cache.lookup(
+                db.engine, raw_key, current_app.config.get("EVENTSAPP_KEY_CACHE_SECONDS", 5)
+            )
             if identity is not None:
                 g.api_key_name = identity.name
         return
@@ -121,4 +123,6 @@ def init_auth(app: Flask) -> None:
     # Runs before the rate limiter's hook (registered later), so limits count per key.
     app.before_request(_authorize_request)
     if app.config.get("EVENTSAPP_AUTH") == "off":
-        log.warning("EVENTSAPP_AUTH=off: every endpoint is open to anyone who can reach it; use only locally.")
+        log.warning(
+            "EVENTSAPP_AUTH=off: every endpoint is open to anyone who can reach it; use only locally."
+        )

@@ -1,4 +1,5 @@
 """``flask keys create|list|revoke``: thin wrappers around ``keys``."""
+
 from __future__ import annotations
 
 import click
@@ -12,8 +13,15 @@ keys_cli = AppGroup("keys", help="Manage API keys (only a hash of each key is st
 
 @keys_cli.command("create")
 @click.option("--name", "-n", required=True, help="Unique name, shown in logs and `keys list`.")
-@click.option("--scope", "-s", "scopes", multiple=True, required=True, type=click.Choice(keys.SCOPES),
-              help="Repeat for several: ingest (send events), read (stats), admin (everything).")
+@click.option(
+    "--scope",
+    "-s",
+    "scopes",
+    multiple=True,
+    required=True,
+    type=click.Choice(keys.SCOPES),
+    help="Repeat for several: ingest (send events), read (stats), admin (everything).",
+)
 def create_command(name: str, scopes: tuple[str, ...]) -> None:
     """Create a key and print it once."""
     try:
@@ -21,8 +29,11 @@ def create_command(name: str, scopes: tuple[str, ...]) -> None:
     except keys.KeyManagementError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(raw_key)
-    click.echo(f"Key {name!r} created with scopes {', '.join(sorted(set(scopes)))}. "
-               "It is shown only now; store it safely.", err=True)
+    click.echo(
+        f"Key {name!r} created with scopes {', '.join(sorted(set(scopes)))}. "
+        "It is shown only now; store it safely.",
+        err=True,
+    )
 
 
 @keys_cli.command("list")
@@ -35,7 +46,9 @@ def list_command() -> None:
     click.echo(f"{'NAME':<24} {'SCOPES':<20} {'CREATED':<25} STATUS")
     for row in rows:
         status = f"revoked {row.revoked_at:%Y-%m-%d %H:%M:%S%z}" if row.revoked_at else "active"
-        click.echo(f"{row.name:<24} {','.join(row.scopes):<20} {row.created_at:%Y-%m-%d %H:%M:%S%z}     {status}")
+        click.echo(
+            f"{row.name:<24} {','.join(row.scopes):<20} {row.created_at:%Y-%m-%d %H:%M:%S%z}     {status}"
+        )
 
 
 @keys_cli.command("revoke")

@@ -1,4 +1,5 @@
 """API keys: create, list, revoke, and look up by secret. Only a SHA-256 of each secret is stored."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from ..models import api_keys
 
@@ -59,26 +61,33 @@ def create_key(engine: sa.Engine, name: str, scopes: list[str]) -> str:
     wanted = sorted(set(scopes))
     unknown = [scope for scope in wanted if scope not in SCOPES]
     if not wanted or unknown:
-        raise KeyManagementError(f"Scopes must be one or more of {', '.join(SCOPES)}; got {', '.join(scopes) or 'none'}.")
+        raise KeyManagementError(
+            f"Scopes must be one or more of {', '.join(SCOPES)}; got {', '.join(scopes) or 'none'}."
+        )
     raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
     statement = (
-        sa.dialects.postgresql.insert(api_keys)
+        postgresql.insert(api_keys)
         .values(name=name, key_hash=hash_secret(raw_key), scopes=wanted)
         .on_conflict_do_nothing(index_elements=["name"])
     )
     with engine.begin() as connection:
         if connection.execute(statement).rowcount != 1:
-            raise KeyManagementError(f"A key named {name!r} already exists (names are never reused, even after revoke).")
+            raise KeyManagementError(
+                f"A key named {name!r} already exists (names are never reused, even after revoke)."
+            )
     return raw_key
 
 
 def list_keys(engine: sa.Engine) -> list[KeyInfo]:
     """Every key, oldest first, without secrets."""
-    query = sa.select(api_keys.c.name, api_keys.c.scopes, api_keys.c.created_at, api_keys.c.revoked_at).order_by(
-        api_keys.c.created_at, api_keys.c.name
-    )
+    query = sa.select(
+        api_keys.c.name, api_keys.c.scopes, api_keys.c.created_at, api_keys.c.revoked_at
+    ).order_by(api_keys.c.created_at, api_keys.c.name)
     with engine.connect() as connection:
-        return [KeyInfo(row.name, list(row.scopes), row.created_at, row.revoked_at) for row in connection.execute(query)]
+        return [
+            KeyInfo(row.name, list(row.scopes), row.created_at, row.revoked_at)
+            for row in connection.execute(query)
+        ]
 
 
 def revoke_key(engine: sa.Engine, name: str) -> bool:

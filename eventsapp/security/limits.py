@@ -1,4 +1,5 @@
-"""Rate limits (Flask-Limiter): one budget per key (per client IP when auth is off) for ingest and one for stats."""
+"""Rate limits (Flask-Limiter): per key (per IP with auth off); one budget for ingest, one for stats."""
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,11 @@ def check_auth_failures() -> None:
         RATE_LIMITED.labels("auth_failures").inc()
         reset_at = limiter.limiter.get_window_stats(item, "auth-failures", address).reset_time
         retry_after = max(1, math.ceil(reset_at - time.time()))
-        raise ApiError(f"Too many unknown API keys from this address; retry after {retry_after} s.",
-                       status_code=429, headers={"Retry-After": str(retry_after)})
+        raise ApiError(
+            f"Too many unknown API keys from this address; retry after {retry_after} s.",
+            status_code=429,
+            headers={"Retry-After": str(retry_after)},
+        )
 
 
 def count_auth_failure() -> None:

@@ -1,4 +1,5 @@
-"""OpenAPI: the key schemes (so Swagger UI's Authorize button works) and 401/403/429 on protected operations."""
+"""OpenAPI: the key schemes (for Swagger UI's Authorize button) and 401/403/429 on protected operations."""
+
 from __future__ import annotations
 
 from apispec import BasePlugin
@@ -8,7 +9,9 @@ from .auth import AUTHENTICATE_IN_VIEW, BLUEPRINT_SCOPES, UNMAPPED_SCOPE
 from .limits import BUDGETS
 
 SECURITY = [{"bearerAuth": []}, {"apiKeyHeader": []}]
-_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+}
 
 
 class SecurityPlugin(BasePlugin):
@@ -31,8 +34,13 @@ class SecurityPlugin(BasePlugin):
                 self._add(responses, "401", "UNAUTHORIZED", "API key missing, unknown or revoked.")
                 self._add(responses, "403", "FORBIDDEN", f"API key lacks the '{scope}' scope.")
             if limited:
-                self._add(responses, "429", "TOO_MANY_REQUESTS",
-                          "Rate limit for this key (or client IP) exceeded; honour Retry-After.", _RETRY_AFTER)
+                self._add(
+                    responses,
+                    "429",
+                    "TOO_MANY_REQUESTS",
+                    "Rate limit for this key (or client IP) exceeded; honour Retry-After.",
+                    _RETRY_AFTER,
+                )
 
     def _add(self, responses: dict, status: str, component: str, description: str, headers=None) -> None:
         if status in responses:
