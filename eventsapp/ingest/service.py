@@ -12,7 +12,6 @@ import orjson
 import sqlalchemy as sa
 from prometheus_client import Counter, Histogram
 
-from ..errors import ApiError
 from . import rules
 
 EVENTS_TOTAL = Counter("eventsapp_events_total", "Events handled by the write path, by result", ["result"])
@@ -122,6 +121,9 @@ class IngestOutcome:
 
 def validate_batch(items: Any) -> list[rules.EventRow]:
     """Return the rows of a JSON batch, or raise an ApiError naming every bad event by index and field."""
+    # Imported here: `flask import-csv` loads this module for write_events and need not load Marshmallow.
+    from ..errors import ApiError
+
     if not isinstance(items, list):
         raise ApiError("Request body must be a JSON array of events.", status_code=422,
                        errors={"json": {"_schema": ["Invalid input type: expected an array."]}})
@@ -212,6 +214,8 @@ def ingest_batch(
 
 
 def _claim_key(connection: sa.Connection, key: str, fingerprint: str) -> IngestOutcome | None:
+    from ..errors import ApiError
+
     locked = connection.execute(
         sa.text("SELECT pg_try_advisory_xact_lock(hashtextextended('http:' || :key, 0))"), {"key": key}
     ).scalar_one()
