@@ -7,7 +7,7 @@ from flask_smorest import Blueprint
 from ..errors import ApiError, ErrorResponseSchema
 from ..extensions import db
 from ..health.checks import require_schema_at_head
-from . import service
+from . import rules, service
 from .body import read_json_body
 from .schemas import EventSchema, IngestResultSchema
 
@@ -49,7 +49,16 @@ def _document_errors(view):
     requestBody={
         "required": True,
         "description": "1..10,000 events; may be sent with Content-Encoding: gzip.",
-        "content": {"application/json": {"schema": EventSchema(many=True)}},
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": rules.MAX_EVENTS_PER_BATCH,
+                    "items": EventSchema,
+                }
+            }
+        },
     },
     parameters=[
         {
