@@ -305,3 +305,24 @@ def test_rollups_are_current_when_the_import_ends(runner, engine, tmp_path, even
     expected = {(datetime.fromisoformat(e["occurred_at"]).astimezone(timezone.utc).date(), e["user_id"])
                 for e in events}
     assert folded == expected
+
+
+def test_broken_files_are_named_with_their_line(runner, engine, tmp_path, events):
+    text = csv_text(events[:4])
+    lines = text.split("\n")
+    short = tmp_path / "short.csv"
+    short.write_text("\n".join(lines[:3] + [lines[3].split(",", 1)[1]] + lines[4:]), encoding="utf-8")
+    result = run(runner, str(short))
+    assert result.exit_code == 1
+    assert f"{short}:4: row: Expected 5 columns as in the header, got 4." in result.stderr
+
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes(text.encode("utf-8") + b"ff" + "é".encode("latin-1") + b",x,y,z,{}\n")
+    result = run(runner, str(latin))
+    assert result.exit_code == 1 and "not valid UTF-8" in result.stderr
+
+    truncated = tmp_path / "cut.csv.gz"
+    truncated.write_bytes(gzip.compress(csv_text(events).encode())[:-30])
+    result = run(runner, str(truncated))
+    assert result.exit_code == 1 and "cut.csv.gz: cannot read" in result.stderr
+    assert "Traceback" not in result.output + result.stderr

@@ -445,14 +445,13 @@ def _import_rows(engine, sources, totals, batch_size, skip_invalid, rejects_path
                 text._CHUNK_SIZE = 1 << 18  # type: ignore[attr-defined]  # fewer, larger decode steps
                 reader = csv.reader(text, strict=True)
                 try:
-                    header = next(reader)
-                except StopIteration:
-                    raise ImportError_(f"{name}:1: the file is empty; expected a header line "
-                                       f"({','.join(COLUMNS)}).") from None
-                indexes = _column_indexes(header, name)
-                width = len(header)
-                line = reader.line_num
-                try:
+                    header = next(reader, None)
+                    if header is None:
+                        raise ImportError_(f"{name}:1: the file is empty; expected a header line "
+                                           f"({','.join(COLUMNS)}).")
+                    indexes = _column_indexes(header, name)
+                    width = len(header)
+                    line = reader.line_num
                     for fields in reader:
                         start_line = line + 1
                         line = reader.line_num
@@ -460,7 +459,7 @@ def _import_rows(engine, sources, totals, batch_size, skip_invalid, rejects_path
                             if not fields:
                                 continue  # a blank line
                             row = None
-                            errors = {"_row": [
+                            errors = {"row": [
                                 f"Expected {width} columns as in the header, got {len(fields)}."]}
                         else:
                             row, errors = validate_csv_row(fields, indexes, now)
