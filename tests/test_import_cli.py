@@ -326,3 +326,16 @@ def test_broken_files_are_named_with_their_line(runner, engine, tmp_path, events
     result = run(runner, str(truncated))
     assert result.exit_code == 1 and "cut.csv.gz: cannot read" in result.stderr
     assert "Traceback" not in result.output + result.stderr
+
+
+def test_a_key_in_use_by_a_running_import_is_refused(runner, engine, tmp_path, events):
+    source = write_csv(tmp_path / "events.csv", events)
+    with engine.connect() as other:  # stands in for another import holding the key
+        other.exec_driver_sql("SELECT pg_advisory_lock(hashtextextended('import:' || 'busy', 0))")
+        result = run(runner, str(source), "-k", "busy")
+        other.exec_driver_sql("SELECT pg_advisory_unlock(hashtextextended('import:' || 'busy', 0))")
+        other.commit()
+    assert result.exit_code == 1 and "Another import with the key 'busy' is running" in result.stderr
+    assert stored_count(engine) == 0
+    assert run(runner, str(source), "-k", "busy").exit_code == 0
+    assert stored_count(engine) == len(events)
