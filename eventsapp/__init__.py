@@ -66,10 +66,10 @@ def _register_blueprints(app: Flask, api) -> None:
 def _register_cli(app: Flask) -> None:
     from .serving import serve_command
     app.cli.add_command(serve_command)
-    from .importer.cli import import_csv_command
-    app.cli.add_command(import_csv_command)
     from .stats.cli import rollups_cli
     app.cli.add_command(rollups_cli)
+    from .importer.cli import import_csv_command
+    app.cli.add_command(import_csv_command)
 
 
 def _configure_logging(level: str) -> None:
