@@ -211,3 +211,12 @@ def test_wrong_method_keeps_allow_header(client):
     assert response.status_code == 405
     assert "POST" in response.headers["Allow"]
     assert response.get_json()["code"] == 405
+
+
+def test_text_that_merely_spells_an_escaped_nul_is_accepted_and_stored(client, engine):
+    spelled = "C:\\u0000\\dir"  # a backslash, then the letters u0000: no NUL character
+    response = client.post("/events", json=[make_event(properties={"path": spelled, "k\\u0000": 1})])
+    assert response.status_code == 201
+    with engine.connect() as connection:
+        stored = connection.exec_driver_sql("SELECT properties FROM events").scalar_one()
+    assert stored == {"path": spelled, "k\\u0000": 1}

@@ -110,6 +110,9 @@ def parse_occurred_at(value: Any, now: datetime) -> datetime:
     return parsed
 
 
+_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def encode_properties(value: Any) -> str:
     """Return the properties object as compact JSON text, refusing what PostgreSQL's jsonb cannot hold."""
     if not isinstance(value, dict):
@@ -122,7 +125,8 @@ def encode_properties(value: Any) -> str:
         raise Invalid(f"Cannot be stored as JSON: {exc}.") from None
     if len(encoded) > PROPERTIES_MAX_BYTES:
         raise Invalid(f"Must be at most {PROPERTIES_MAX_BYTES} bytes as JSON, got {len(encoded)}.")
-    if b"\\u0000" in encoded:
+    # orjson writes NUL as the escape \u0000; an escaped backslash followed by "u0000" is plain text.
+    if b"\\u0000" in encoded and _ESCAPED_NUL.search(encoded):
         raise Invalid("NUL characters (\\u0000) are not allowed.")
     return encoded.decode("utf-8")
 
