@@ -99,3 +99,28 @@ def test_cli_rebuild_and_fold(runner, engine):
     result = runner.invoke(args=["rollups", "rebuild"])
     assert result.exit_code == 0 and "from 50 events" in result.output
     assert _snapshot(engine) == before
+
+
+def test_a_big_fold_empties_the_outbox_file_unless_a_writer_is_using_it(engine):
+    with engine.begin() as connection:
+        rebuild_rollups(connection, "UTC")
+    _store(engine, _events(6, 20_000, datetime(2025, 10, 1, tzinfo=UTC), 5))
+    rows, _ = rules.validate_events(_events(7, 10, datetime(2025, 10, 1, tzinfo=UTC), 1))
+    with engine.connect() as writer:
+        writer.begin()
+        write_events(writer, rows)  # uncommitted: the fold must neither wait for nor lose these
+        with engine.begin() as connection:
+            assert fold_outbox(connection) == 20_000
+        writer.commit()
+    with engine.begin() as connection:
+        assert connection.exec_driver_sql("SELECT pg_relation_size('rollup_outbox')").scalar() > 0
+        assert fold_outbox(connection) == 10
+    _store(engine, _events(8, 20_000, datetime(2025, 10, 1, tzinfo=UTC), 5))
+    with engine.begin() as connection:
+        assert fold_outbox(connection) == 20_000
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT pg_relation_size('rollup_outbox')").scalar() == 0
+    before = _snapshot(engine)
+    with engine.begin() as connection:
+        rebuild_rollups(connection, "UTC")
+    assert _snapshot(engine) == before

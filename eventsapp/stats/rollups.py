@@ -124,6 +124,7 @@ def fold_outbox(connection: sa.Connection, project_tz: str | None = None) -> int
     moved = connection.exec_driver_sql(FOLD_SQL, {"tz": meta_tz}).scalar_one()
     if moved >= ANALYZE_AFTER_ROWS:
         _analyze(connection)
+        _truncate_outbox_if_idle(connection)
     if moved:
         log.debug("folded %d outbox rows in %.3f s", moved, time.perf_counter() - started)
     return moved
@@ -149,6 +150,23 @@ def rebuild_rollups(connection: sa.Connection, project_tz: str | None = None) ->
     )
     _analyze(connection)
     return connection.exec_driver_sql("SELECT coalesce(sum(events), 0) FROM rollup_local_day_type").scalar_one()
+
+
+def _truncate_outbox_if_idle(connection: sa.Connection) -> None:
+    """After a big fold, replace the outbox's dead rows by an empty file when no writer is using it.
+
+    Until autovacuum runs, every "is anything queued?" check of a read would otherwise walk the dead rows
+    of the rows just folded (about 20 ms after a 1M-event import). NOWAIT: never wait for a writer.
+    """
+    savepoint = connection.begin_nested()
+    try:
+        connection.exec_driver_sql("LOCK TABLE rollup_outbox IN ACCESS EXCLUSIVE MODE NOWAIT")
+    except sa.exc.OperationalError:
+        savepoint.rollback()
+        return
+    if not connection.exec_driver_sql("SELECT EXISTS (SELECT 1 FROM rollup_outbox)").scalar():
+        connection.exec_driver_sql("TRUNCATE rollup_outbox")
+    savepoint.commit()
 
 
 def _analyze(connection: sa.Connection) -> None:
