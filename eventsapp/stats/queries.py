@@ -159,14 +159,8 @@ def daily_active_users(connection: sa.Connection, scope: Scope, *, from_: date, 
     params: dict[str, Any] = {"first": from_, "last": to}
     if scope.project_rollups:
         sql = "SELECT day, users FROM rollup_dau WHERE day BETWEEN %(first)s AND %(last)s"
-    elif not scope.segments and not any(i.inside_one_utc_day for i in intervals):
-        params.update(tz=scope.tz, lo=intervals[0].first_utc_day, hi=intervals[-1].last_utc_day)
-        sql = f"""
-            SELECT d, count(*) FROM (
-                SELECT DISTINCT v.d, u.user_id FROM rollup_user_day u {LOCAL_DATES_OF_UTC_DAY}
-                WHERE u.day BETWEEN %(lo)s AND %(hi)s AND v.d BETWEEN %(first)s AND %(last)s
-            ) AS pairs GROUP BY d
-        """
+    elif not scope.segments and (splits := utc_day_splits(from_, to, scope.tz)) is not None:
+        return _dau_from_utc_days(connection, from_, to, splits)
     else:
         where = _events_in(from_, to, scope, params)
         sql = f"""
@@ -177,6 +171,74 @@ def daily_active_users(connection: sa.Connection, scope: Scope, *, from_: date, 
     counts = dict(connection.exec_driver_sql(sql, params).all())
     return [{"date": from_ + timedelta(days=i), "dau": counts.get(from_ + timedelta(days=i), 0)}
             for i in range(days)]
+
+
+@dataclass(frozen=True)
+class UtcDaySplit:
+    """How one UTC day falls on local dates: instants before ``t`` are on ``before``, the rest on ``after``.
+
+    A UTC day with no local midnight inside it has ``t`` at its own midnight (all of it is on ``after``).
+    """
+
+    day: date
+    t: datetime
+    before: date
+    after: date
+    whole: bool
+
+
+def utc_day_splits(first: date, last: date, tz: str) -> list[UtcDaySplit] | None:
+    """The splits of the UTC days that the local dates [first, last] touch (plus one on each side), or None
+    when some local day touches three UTC days or none of their midnights (then the per-UTC-day rollup
+    cannot answer exactly)."""
+    zone = ZoneInfo(tz)
+    for interval in local_days(first - timedelta(days=1), (last - first).days + 3, 1, tz):
+        if interval.inside_one_utc_day or (interval.last_utc_day - interval.first_utc_day).days > 1:
+            return None
+    lo = day_start(first, tz).date() - timedelta(days=1)
+    hi = (day_start(last + timedelta(days=1), tz) - timedelta(microseconds=1)).date() + timedelta(days=1)
+    splits = []
+    for offset in range((hi - lo).days + 1):
+        day = lo + timedelta(days=offset)
+        midnight = datetime.combine(day, time(0), tzinfo=UTC)
+        local = midnight.astimezone(zone).date()
+        boundary = day_start(local + timedelta(days=1), tz)
+        if boundary < midnight + timedelta(days=1):
+            splits.append(UtcDaySplit(day, boundary, local, local + timedelta(days=1), False))
+        else:
+            splits.append(UtcDaySplit(day, midnight, local, local, True))
+    return splits
+
+
+def _dau_from_utc_days(connection: sa.Connection, first: date, last: date,
+                       splits: list[UtcDaySplit]) -> list[dict]:
+    """DAU from the per (UTC day, user) first/last event times, in any timezone the splits describe.
+
+    A user's local dates during one UTC day are the local dates of their first and last event that day;
+    the second differs from the first only when the day's events straddle its split, so only those rows
+    add a second (date, user) pair. Pairs are then deduplicated once (a user seen on both sides of a UTC
+    midnight on the same local date).
+    """
+    params = {"days": [s.day for s in splits], "ts": [s.t for s in splits], "befores": [s.before for s in splits],
+              "afters": [s.after for s in splits], "lo": splits[0].day, "hi": splits[-1].day,
+              "first": first, "last": last}
+    rows = connection.exec_driver_sql(
+        """
+        WITH b AS (SELECT * FROM unnest(%(days)s::date[], %(ts)s::timestamptz[], %(befores)s::date[],
+                                        %(afters)s::date[]) AS b(day, t, before_d, after_d)),
+        pairs AS (
+            SELECT CASE WHEN u.first_at < b.t THEN b.before_d ELSE b.after_d END AS d, u.user_id
+            FROM rollup_user_day u JOIN b ON b.day = u.day WHERE u.day BETWEEN %(lo)s AND %(hi)s
+            UNION
+            SELECT b.after_d, u.user_id
+            FROM rollup_user_day u JOIN b ON b.day = u.day
+            WHERE u.day BETWEEN %(lo)s AND %(hi)s AND u.first_at < b.t AND u.last_at >= b.t
+        )
+        SELECT d, count(*) FROM pairs WHERE d BETWEEN %(first)s AND %(last)s GROUP BY d
+        """, params)
+    counts = dict(rows.all())
+    return [{"date": first + timedelta(days=i), "dau": counts.get(first + timedelta(days=i), 0)}
+            for i in range((last - first).days + 1)]
 
 
 # --- top events -----------------------------------------------------------------------------------
