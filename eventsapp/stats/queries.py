@@ -142,10 +142,8 @@ def _events_in(first: date, last: date, scope: Scope, params: dict[str, Any]) ->
 
 
 # The local dates a user was active on during one UTC day are exactly the local dates of their first and
-# last event that day, unless a whole local day lies strictly inside the UTC day (a DST day shorter than
-# 24 hours that touches no UTC midnight): callers check ``Interval.inside_one_utc_day`` and scan instead.
-LOCAL_DATES_OF_UTC_DAY = """CROSS JOIN LATERAL (VALUES ((u.first_at AT TIME ZONE %(tz)s)::date),
-                                              ((u.last_at AT TIME ZONE %(tz)s)::date)) AS v(d)"""
+# last event that day, as long as at most one local midnight falls inside that UTC day and no local day
+# touches three UTC days: ``utc_day_splits`` checks this and returns None (callers scan ``events``).
 
 
 # --- DAU ------------------------------------------------------------------------------------------
@@ -210,6 +208,15 @@ def utc_day_splits(first: date, last: date, tz: str) -> list[UtcDaySplit] | None
     return splits
 
 
+SPLITS_SQL = """SELECT * FROM unnest(%(days)s::date[], %(ts)s::timestamptz[], %(befores)s::date[],
+                                    %(afters)s::date[]) AS b(day, t, before_d, after_d)"""
+
+
+def _split_params(splits: list[UtcDaySplit]) -> dict[str, Any]:
+    return {"days": [s.day for s in splits], "ts": [s.t for s in splits], "befores": [s.before for s in splits],
+            "afters": [s.after for s in splits], "lo": splits[0].day, "hi": splits[-1].day}
+
+
 def _dau_from_utc_days(connection: sa.Connection, first: date, last: date,
                        splits: list[UtcDaySplit]) -> list[dict]:
     """DAU from the per (UTC day, user) first/last event times, in any timezone the splits describe.
@@ -219,13 +226,10 @@ def _dau_from_utc_days(connection: sa.Connection, first: date, last: date,
     add a second (date, user) pair. Pairs are then deduplicated once (a user seen on both sides of a UTC
     midnight on the same local date).
     """
-    params = {"days": [s.day for s in splits], "ts": [s.t for s in splits], "befores": [s.before for s in splits],
-              "afters": [s.after for s in splits], "lo": splits[0].day, "hi": splits[-1].day,
-              "first": first, "last": last}
+    params = {**_split_params(splits), "first": first, "last": last}
     rows = connection.exec_driver_sql(
-        """
-        WITH b AS (SELECT * FROM unnest(%(days)s::date[], %(ts)s::timestamptz[], %(befores)s::date[],
-                                        %(afters)s::date[]) AS b(day, t, before_d, after_d)),
+        f"""
+        WITH b AS ({SPLITS_SQL}),
         pairs AS (
             SELECT CASE WHEN u.first_at < b.t THEN b.before_d ELSE b.after_d END AS d, u.user_id
             FROM rollup_user_day u JOIN b ON b.day = u.day WHERE u.day BETWEEN %(lo)s AND %(hi)s
@@ -309,23 +313,30 @@ def retention(connection: sa.Connection, scope: Scope, *, start_date: date, wind
                         AND l.day >= %(start_date)s + (m.c + w.k) * 7 AND l.day < %(start_date)s + (m.c + w.k + 1) * 7)
                 GROUP BY 1, 2
             """
-    elif not scope.segments and not any(i.inside_one_utc_day for i in intervals):
-        params.update(lo=intervals[0].first_utc_day, hi=intervals[-1].last_utc_day,
-                      lo_cohorts=intervals[0].first_utc_day, hi_cohorts=intervals[cohorts - 1].last_utc_day)
-        window_of_day = "((v.d - %(start_date)s) / %(step)s)"
+    elif not scope.segments and (splits := utc_day_splits(
+            start_date, start_date + timedelta(days=spans * step - 1), scope.tz)) is not None:
+        params.update(_split_params(splits))
+        # (local date, user) pairs of the UTC-day rollup: see _dau_from_utc_days.
+        pairs = f"""WITH b AS ({SPLITS_SQL}) SELECT d, user_id FROM (
+                        SELECT CASE WHEN u.first_at < b.t THEN b.before_d ELSE b.after_d END AS d, u.user_id
+                        FROM rollup_user_day u JOIN b ON b.day = u.day WHERE u.day BETWEEN %(lo)s AND %(hi)s {{only}}
+                        UNION ALL
+                        SELECT b.after_d, u.user_id FROM rollup_user_day u JOIN b ON b.day = u.day
+                        WHERE u.day BETWEEN %(lo)s AND %(hi)s AND u.first_at < b.t AND u.last_at >= b.t {{only}}
+                    ) AS p"""
+        window_of_pair = "((d - %(start_date)s) / %(step)s)"
         if cohort == "first_seen":
             members = f"""SELECT user_id, {window_of.format(t='first_at')} AS c FROM rollup_user_first
                           WHERE first_at >= %(a0)s AND first_at < %(a_cohorts)s"""
         else:
-            members = f"""SELECT DISTINCT u.user_id, {window_of_day} AS c FROM rollup_user_day u {LOCAL_DATES_OF_UTC_DAY}
-                          WHERE u.day BETWEEN %(lo_cohorts)s AND %(hi_cohorts)s
-                            AND v.d >= %(start_date)s AND v.d < %(d_cohorts)s"""
+            members = f"""SELECT DISTINCT user_id, {window_of_pair} AS c FROM ({pairs.format(only='')}) AS x
+                          WHERE d >= %(start_date)s AND d < %(d_cohorts)s"""
+        member_pairs = pairs.format(only="AND u.user_id IN (SELECT user_id FROM m)")
         sql = f"""
             WITH m AS MATERIALIZED ({members}),
             a AS (
-                SELECT DISTINCT u.user_id, {window_of_day} AS g FROM rollup_user_day u {LOCAL_DATES_OF_UTC_DAY}
-                WHERE u.day BETWEEN %(lo)s AND %(hi)s AND v.d >= %(start_date)s AND v.d < %(d_end)s
-                  AND u.user_id IN (SELECT user_id FROM m)
+                SELECT DISTINCT user_id, {window_of_pair} AS g FROM ({member_pairs}) AS x
+                WHERE d >= %(start_date)s AND d < %(d_end)s
             )
             SELECT m.c, a.g - m.c AS k, count(*) FROM m JOIN a
                 ON a.user_id = m.user_id AND a.g >= m.c AND a.g < m.c + %(windows)s
