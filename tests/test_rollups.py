@@ -124,3 +124,33 @@ def test_a_big_fold_empties_the_outbox_file_unless_a_writer_is_using_it(engine):
     with engine.begin() as connection:
         rebuild_rollups(connection, "UTC")
     assert _snapshot(engine) == before
+
+
+def test_concurrent_first_reads_rebuild_without_deadlock(engine):
+    """Right after the rollups are emptied, parallel reads all want a rebuild: one does it, none fails."""
+    import threading
+    from datetime import date
+
+    from eventsapp.stats import queries
+
+    _store(engine, _events(9, 5000, datetime(2025, 10, 1, tzinfo=UTC), 3))
+    with engine.begin() as connection:
+        connection.exec_driver_sql("TRUNCATE rollup_meta")
+    errors: list[BaseException] = []
+    answers: list[list] = []
+
+    def read() -> None:
+        try:
+            answers.append(queries.run_read(engine, queries.daily_active_users, project_tz="UTC", timeout_ms=20_000,
+                                            from_=date(2025, 10, 1), to=date(2025, 10, 3)))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert len(answers) == 8 and all(answer == answers[0] for answer in answers)
+    assert sum(row["dau"] for row in answers[0]) > 0

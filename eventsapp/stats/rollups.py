@@ -133,12 +133,16 @@ def fold_outbox(connection: sa.Connection, project_tz: str | None = None) -> int
 def rebuild_rollups(connection: sa.Connection, project_tz: str | None = None) -> int:
     """Recompute every rollup from ``events`` for ``project_tz`` (default: the app's); return events read.
 
-    Takes an exclusive lock on the outbox, so writers wait until this transaction commits: every event
-    is then either in the rebuilt tables or still queued, never both.
+    Locks the outbox in SHARE mode: in-flight writers finish first and new ones wait until this
+    transaction commits, so every event is either in the rebuilt tables or still queued, never both.
+    Readers are not blocked (rows are deleted, not truncated): a reader holding a table lock while it
+    waits for the fold lock must never wait on us in turn (that was a deadlock).
     """
     tz = project_tz or _app_timezone()
     connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": FOLD_LOCK_KEY})
-    connection.exec_driver_sql("TRUNCATE rollup_outbox, " + ", ".join(ROLLUP_TABLES))
+    connection.exec_driver_sql("LOCK TABLE rollup_outbox IN SHARE MODE")
+    for table in ("rollup_outbox",) + ROLLUP_TABLES:
+        connection.exec_driver_sql(f"DELETE FROM {table}")
     for statement in REBUILD_SQL:
         connection.exec_driver_sql(statement, {"tz": tz})
     connection.execute(
