@@ -89,6 +89,8 @@ REBUILD_SQL = (
     "INSERT INTO rollup_dau (day, users) SELECT day, count(*) FROM rollup_local_day_user GROUP BY 1",
 )
 
+# Dead outbox rows past this size are worth replacing by an empty file (see _truncate_outbox_if_idle).
+OUTBOX_TRUNCATE_BYTES = 1 << 20
 STATE_SQL = "SELECT (SELECT project_tz FROM rollup_meta WHERE id = 1), EXISTS (SELECT 1 FROM rollup_outbox)"
 
 
@@ -124,6 +126,9 @@ def fold_outbox(connection: sa.Connection, project_tz: str | None = None) -> int
     moved = connection.exec_driver_sql(FOLD_SQL, {"tz": meta_tz}).scalar_one()
     if moved >= ANALYZE_AFTER_ROWS:
         _analyze(connection)
+    # Checked by file size, not by this fold's count: an import folds in many small steps while it writes
+    # (when the outbox is busy), and its last, small fold is the one that finds it idle.
+    if moved and connection.exec_driver_sql("SELECT pg_relation_size('rollup_outbox')").scalar() > OUTBOX_TRUNCATE_BYTES:
         _truncate_outbox_if_idle(connection)
     if moved:
         log.debug("folded %d outbox rows in %.3f s", moved, time.perf_counter() - started)
