@@ -110,3 +110,11 @@ def make_event(**overrides: Any) -> dict[str, Any]:
 def stored_count(engine: sa.Engine) -> int:
     with engine.connect() as connection:
         return connection.exec_driver_sql("SELECT count(*) FROM events").scalar_one()
+
+
+def stored(engine: sa.Engine, order_by: str = "occurred_at") -> list[dict[str, Any]]:
+    """Every stored event as a dict, in ``order_by`` order."""
+    with engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(sa.text(
+            "SELECT event_id::text AS event_id, occurred_at, user_id, event_type, properties "
+            f"FROM events ORDER BY {order_by}"))]

@@ -6,18 +6,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
-import sqlalchemy as sa
 from posthog import Posthog
 from prometheus_client import REGISTRY
 
-from conftest import stored_count
-
-
-def stored(engine, order_by="occurred_at"):
-    with engine.connect() as connection:
-        return [dict(row._mapping) for row in connection.execute(sa.text(
-            f"SELECT event_id::text AS event_id, occurred_at, user_id, event_type, properties "
-            f"FROM events ORDER BY {order_by}"))]
+from conftest import stored, stored_count
 
 
 def server_requests(status: int) -> float:

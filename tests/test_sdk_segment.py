@@ -9,19 +9,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
-import sqlalchemy as sa
 from prometheus_client import REGISTRY
 from segment.analytics import Client
 
-from conftest import stored_count
+from conftest import stored, stored_count
 from eventsapp.sdk.service import SEGMENT_NAMESPACE
-
-
-def stored(engine, order_by="occurred_at"):
-    with engine.connect() as connection:
-        return [dict(row._mapping) for row in connection.execute(sa.text(
-            f"SELECT event_id::text AS event_id, occurred_at, user_id, event_type, properties "
-            f"FROM events ORDER BY {order_by}"))]
 
 
 def server_requests(status: int) -> float:
