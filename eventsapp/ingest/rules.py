@@ -131,29 +131,92 @@ def encode_properties(value: Any) -> str:
     return encoded.decode("utf-8")
 
 
+NO_PROPERTIES = object()  # an event without a properties field
+
 # A valid event ready for COPY: (event_id, occurred_at ISO text, user_id, event_type, properties JSON text).
 EventRow = tuple[str, str, str, str, str]
 
 
-def validate_event(item: Any, now: datetime) -> tuple[EventRow | None, dict[str, list[str]]]:
+class TimeWindow:
+    """The occurred_at values allowed at ``now``, with a cheap test for most of them."""
+
+    __slots__ = ("now", "latest", "first_plain_day", "last_plain_day")
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.latest = now + MAX_FUTURE_SKEW
+        # A plain timestamp (offset at most 15:59) whose local date lies in these days is in range
+        # whatever its offset: one text comparison instead of two aware-datetime ones (0.05 vs 0.8 µs).
+        self.first_plain_day = (EARLIEST_OCCURRED_AT + timedelta(days=1)).date().isoformat()
+        self.last_plain_day = (self.latest - timedelta(days=2)).date().isoformat()
+
+
+def validate_event(item: Any, now: datetime,
+                   window: TimeWindow | None = None) -> tuple[EventRow | None, dict[str, list[str]]]:
     """Check one event object; return its row, or None and the errors by field name."""
-    # Fast path for the common valid event; any doubt falls through to the path that collects every error.
     if type(item) is dict and item.keys() <= ALL_FIELDS:
         try:
-            properties = item.get("properties", _NO_PROPERTIES)
-            return (
-                parse_event_id(item["event_id"]),
-                parse_occurred_at(item["occurred_at"], now).isoformat(),
-                check_user_id(item["user_id"]),
-                check_event_type(item["event_type"]),
-                "{}" if properties is _NO_PROPERTIES else encode_properties(properties),
-            ), {}
-        except (KeyError, Invalid):
-            pass
+            row = plainly_valid_row(item["event_id"], item["occurred_at"], item["user_id"], item["event_type"],
+                                    item.get("properties", NO_PROPERTIES), window or TimeWindow(now))
+        except KeyError:
+            row = None
+        if row is not None:
+            return row, {}
     return _validate_event_collecting_errors(item, now)
 
 
-_NO_PROPERTIES = object()
+# An offset PostgreSQL reads exactly as Python does (it refuses offsets past 15:59; Python truncates
+# fractions past 6 digits where PostgreSQL rounds): such text is passed through instead of re-formatted.
+_PLAIN_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-](?:0\d|1[0-5]):[0-5]\d)")
+_plain_timestamp = _PLAIN_TIMESTAMP.fullmatch
+_canonical_uuid = _CANONICAL_UUID.fullmatch
+_fromisoformat = datetime.fromisoformat
+_dumps = orjson.dumps
+
+
+def plainly_valid_row(event_id: Any, occurred_at: Any, user_id: Any, event_type: Any, properties: Any,
+                      window: TimeWindow) -> EventRow | None:
+    """The row of an event whose fields are plainly valid, or None when any needs the checks above.
+
+    The hot path of every batch and CSV file: it accepts a subset of what those checks accept and returns
+    what they would store, without their per-field calls. ``properties`` is the parsed object, or
+    NO_PROPERTIES.
+    """
+    try:
+        if type(event_id) is not str or len(event_id) != 36 or _canonical_uuid(event_id) is None:
+            return None
+        if type(occurred_at) is not str:
+            return None
+        parsed = _fromisoformat(occurred_at)  # also the judge of a plain timestamp's date and time
+        if parsed.tzinfo is None:
+            return None
+        if _plain_timestamp(occurred_at) is None:
+            if not EARLIEST_OCCURRED_AT <= parsed <= window.latest:
+                return None
+            occurred_at = parsed.astimezone(UTC).isoformat()
+        elif not (window.first_plain_day <= occurred_at[:10] <= window.last_plain_day
+                  or EARLIEST_OCCURRED_AT <= parsed <= window.latest):
+            return None
+        if (type(user_id) is not str or not 0 < len(user_id) <= USER_ID_MAX_CHARS or "\x00" in user_id
+                or type(event_type) is not str or not 0 < len(event_type) <= EVENT_TYPE_MAX_CHARS
+                or "\x00" in event_type):
+            return None
+        if not (user_id.isascii() and event_type.isascii()):
+            user_id.encode("utf-8")
+            event_type.encode("utf-8")
+        if properties is NO_PROPERTIES:
+            encoded = "{}"
+        elif type(properties) is dict:
+            raw = _dumps(properties)
+            if len(raw) > PROPERTIES_MAX_BYTES or b"\\u0000" in raw:
+                return None
+            encoded = raw.decode("utf-8")
+        else:
+            return None
+    except (ValueError, TypeError, OverflowError):  # UnicodeEncodeError is a ValueError
+        return None
+    return event_id, occurred_at, user_id, event_type, encoded
+
 
 
 def _validate_event_collecting_errors(item: Any, now: datetime) -> tuple[EventRow | None, dict[str, list[str]]]:
@@ -181,7 +244,8 @@ def _validate_event_collecting_errors(item: Any, now: datetime) -> tuple[EventRo
     if errors:
         return None, errors
     event_id, occurred_at, user_id, event_type, properties = values
-    return (event_id, occurred_at.isoformat(), user_id, event_type, properties), {}
+    # In UTC: PostgreSQL refuses offsets past 15:59, which Python accepts.
+    return (event_id, occurred_at.astimezone(UTC).isoformat(), user_id, event_type, properties), {}
 
 
 _CHECKS = (
@@ -196,10 +260,11 @@ _CHECKS = (
 def validate_events(items: Iterable[Any], now: datetime | None = None) -> tuple[list[EventRow], dict[int, dict]]:
     """Check a batch; return the rows and the errors keyed by event index (empty when all are valid)."""
     now = now or datetime.now(UTC)
+    window = TimeWindow(now)
     rows: list[EventRow] = []
     errors: dict[int, dict] = {}
     for index, item in enumerate(items):
-        row, item_errors = validate_event(item, now)
+        row, item_errors = validate_event(item, now, window)
         if item_errors:
             errors[index] = item_errors
         else:
