@@ -67,11 +67,15 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     }
 
 
+# UTF-8 whatever PGCLIENTENCODING says: the write path sends COPY data as UTF-8 bytes.
+ENGINE_OPTIONS: dict[str, Any] = {"pool_pre_ping": True, "client_encoding": "utf8"}
+
+
 def flask_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """Settings for Flask and its extensions, derived from ours."""
     return {
         "MAX_CONTENT_LENGTH": settings["EVENTSAPP_MAX_BODY_BYTES"],
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 10},
+        "SQLALCHEMY_ENGINE_OPTIONS": {**ENGINE_OPTIONS, "pool_size": 10, "max_overflow": 10},
         "SQLALCHEMY_TRACK_MODIFICATIONS": False,
         "API_TITLE": "eventsapp",
         "API_VERSION": "1.0",

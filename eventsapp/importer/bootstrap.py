@@ -56,7 +56,7 @@ def engine_without_app() -> sa.Engine:
     settings = config.from_env()
     url = settings["DATABASE_URL"] or embedded_pg.start(settings["EVENTSAPP_DATA_DIR"])
     head = head_revision_fast(MIGRATIONS_DIR / "versions")
-    engine = sa.create_engine(url, pool_size=3, max_overflow=2, pool_pre_ping=True)
+    engine = sa.create_engine(url, **config.ENGINE_OPTIONS, pool_size=4, max_overflow=2)
     try:
         with engine.connect() as connection:
             has_versions = connection.exec_driver_sql("SELECT to_regclass('alembic_version')").scalar()

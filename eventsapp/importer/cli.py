@@ -1,6 +1,7 @@
 """``flask import-csv SOURCE...``: a thin Click wrapper around ``service.import_sources``."""
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from typing import TextIO
@@ -122,6 +123,9 @@ def import_csv_command(source: tuple[str, ...], key: str | None, batch_size: int
 
     try:
         engine, project_tz = get_engine_and_timezone()
+        # Everything loaded so far lives until exit: keep it out of the garbage collector's passes,
+        # which at exit alone take 0.06-0.1 s of a command that may take 0.4 s in all.
+        gc.freeze()
         result = service.import_sources(
             engine, sources, project_tz=project_tz, idempotency_key=key, batch_size=batch_size,
             skip_invalid=skip_invalid, rejects_path=rejects_path, on_progress=bar.update if bar else None,

@@ -153,19 +153,26 @@ def parse_properties(text: str) -> tuple[Any, str | None]:
         return None, f"Not valid JSON: {getattr(exc, 'msg', exc)} (character {getattr(exc, 'pos', 0) + 1})."
 
 
-def validate_csv_row(fields: list[str], indexes: tuple[int, int, int, int, int | None],
-                     now: datetime) -> tuple[rules.EventRow | None, dict[str, list[str]]]:
+def validate_csv_row(fields: list[str], indexes: tuple[int, int, int, int, int | None], now: datetime,
+                     window: rules.TimeWindow | None = None) -> tuple[rules.EventRow | None, dict[str, list[str]]]:
     """Validate one CSV row as ``POST /events`` validates the same event; errors are keyed by CSV column."""
     i_id, i_at, i_user, i_type, i_props = indexes
+    text = fields[i_props] if i_props is not None else ""
+    try:
+        properties = _json_loads(text) if text else rules.NO_PROPERTIES
+    except _JSONDecodeError:
+        pass
+    else:
+        row = rules.plainly_valid_row(fields[i_id], fields[i_at], fields[i_user], fields[i_type], properties,
+                                      window or rules.TimeWindow(now))
+        if row is not None:
+            return row, {}
     item: dict[str, Any] = {"event_id": fields[i_id], "occurred_at": fields[i_at],
                             "user_id": fields[i_user], "event_type": fields[i_type]}
     cell_error = None
-    if i_props is not None and fields[i_props]:
-        try:
-            item["properties"] = _json_loads(fields[i_props])
-        except _JSONDecodeError:
-            item["properties"], cell_error = parse_properties(fields[i_props])
-    row, errors = rules.validate_event(item, now)
+    if text:
+        item["properties"], cell_error = parse_properties(text)
+    row, errors = rules.validate_event(item, now, window)
     if cell_error is not None:
         errors.pop("properties", None)
         errors["properties_json"] = [cell_error]
@@ -178,12 +185,12 @@ def validate_csv_row(fields: list[str], indexes: tuple[int, int, int, int, int |
 # --- the writer thread ------------------------------------------------------------------------------
 
 
-def _find_fold() -> Callable[[sa.Connection, str | None], int] | None:
+def _find_rollups() -> Any:
     try:
-        from ..stats.rollups import fold_outbox
+        from ..stats import rollups
     except ImportError:
         return None
-    return fold_outbox
+    return rollups
 
 
 class _Folder(threading.Thread):
@@ -191,11 +198,10 @@ class _Folder(threading.Thread):
     rollup work runs beside the inserts (on another core) rather than after them. A failed fold only
     delays the rollups: the rows stay queued and the next read or import folds them."""
 
-    def __init__(self, engine: sa.Engine, fold: Callable[[sa.Connection, str | None], int],
-                 project_tz: str | None) -> None:
+    def __init__(self, engine: sa.Engine, rollups: Any, project_tz: str | None) -> None:
         super().__init__(name="import-folder", daemon=True)
         self.engine = engine
-        self.fold = fold
+        self.rollups = rollups
         self.project_tz = project_tz
         self.pending = threading.Event()
         self.done = False
@@ -208,7 +214,7 @@ class _Folder(threading.Thread):
                     self.pending.clear()
                     finished = self.done
                     with connection.begin():
-                        self.fold(connection, self.project_tz)
+                        self.rollups.fold_outbox(connection, self.project_tz, analyze=False)
                     if finished:
                         return
         except Exception:  # noqa: BLE001
@@ -217,74 +223,162 @@ class _Folder(threading.Thread):
     def poke(self) -> None:
         self.pending.set()
 
-    def finish(self, timeout: float | None = None) -> None:
+    def finish(self, timeout: float | None = None, analyze: bool = False) -> None:
+        """Fold what is left and stop. ``analyze``: refresh the rollups' planner statistics meanwhile,
+        on another connection (once per import rather than after every big fold; the last fold's rows
+        are a small part of them)."""
         self.done = True
         self.pending.set()
+        if analyze:
+            try:
+                with self.engine.connect() as connection, connection.begin():
+                    self.rollups.analyze_rollups(connection)
+            except Exception:  # noqa: BLE001
+                log.warning("refreshing the rollups' statistics failed; autovacuum will", exc_info=True)
         self.join(timeout)
 
 
-class _Writer(threading.Thread):
-    """Stores batches in order, one transaction each; remembers the first failure and drains the rest."""
+# Deadlocks can only come from another writer (HTTP, another import) storing some of the same event_ids
+# in the same moments; PostgreSQL rolls one side back, and the batch is simply written again.
+RETRY_PGCODES = {"40P01", "40001"}  # deadlock_detected, serialization_failure
+WRITE_ATTEMPTS = 3
 
-    def __init__(self, engine: sa.Engine, project_tz: str | None = None) -> None:
-        super().__init__(name="import-writer", daemon=True)
+
+class _Writer:
+    """Stores batches, one transaction each, on ``connections`` connections at once (so PostgreSQL's
+    work on one batch overlaps another's and the parsing of the next); remembers the first failure and
+    drains the rest. Batches may commit out of order: an interrupted import is finished by running it
+    again, which skips what is stored."""
+
+    def __init__(self, engine: sa.Engine, project_tz: str | None = None, connections: int = 2,
+                 max_lag: int = 2) -> None:
         self.engine = engine
-        self.batches: queue.Queue[list | None] = queue.Queue(maxsize=2)
+        self.batches: queue.Queue[tuple[int, list] | None] = queue.Queue(maxsize=connections)
+        # Batch n starts only once every batch before n - max_lag has finished, so a batch never runs
+        # beside one further back than the importer's window of recent ids: the first of two rows with
+        # one event_id is the one stored, as with a single writer.
+        self.max_lag = max_lag
+        self._next_seq = 0
+        self._done_below = 0
+        self._done: set[int] = set()
+        self._progress = threading.Condition()
         self.error: BaseException | None = None
         self.inserted = 0
         self.duplicates = 0
+        self.repeats = 0  # rows repeating an event_id of a recent row, dropped before writing
         self.stop_requested = False
-        fold = _find_fold()
-        self.folder = _Folder(engine, fold, project_tz) if fold is not None else None
+        # A plain INSERT is cheaper while events are new; after a batch meets stored ones (a re-run, a
+        # resumed import), batches go the ON CONFLICT way until one is all new again.
+        self.expect_new = True
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, name=f"import-writer-{n}", daemon=True)
+                         for n in range(connections)]
+        rollups = _find_rollups()
+        self.folder = _Folder(engine, rollups, project_tz) if rollups is not None else None
 
-    def run(self) -> None:
-        from ..ingest.service import write_events
-
+    def start(self) -> None:
         if self.folder is not None:
             self.folder.start()
+        for thread in self._threads:
+            thread.start()
+
+    def is_alive(self) -> bool:
+        return any(thread.is_alive() for thread in self._threads)
+
+    def _run(self) -> None:
+        from ..ingest.service import write_events
+
         try:
             with self.engine.connect() as connection:
                 while True:
-                    batch = self.batches.get()
-                    if batch is None:
+                    item = self.batches.get()
+                    if item is None:
                         break
-                    if self.error is not None or self.stop_requested:
-                        continue
+                    seq, batch = item
                     try:
-                        with connection.begin():
-                            result = write_events(connection, batch)
+                        if self.error is not None or self.stop_requested:
+                            continue
+                        self._wait_for_older(seq)
+                        result = self._write(connection, write_events, batch)
+                    except BaseException as exc:  # noqa: BLE001 - reported by the importing thread
+                        self._fail(exc)
+                        continue
+                    finally:
+                        self._finished(seq)
+                    with self._lock:
                         self.inserted += result.ingested
                         self.duplicates += result.duplicates
-                        if self.folder is not None and result.ingested:
-                            self.folder.poke()
-                    except BaseException as exc:  # noqa: BLE001 - reported by the importing thread
-                        self.error = exc
+                        self.expect_new = result.duplicates == 0
+                    if self.folder is not None and result.ingested:
+                        self.folder.poke()
         except BaseException as exc:  # noqa: BLE001
-            if self.error is None:
-                self.error = exc
+            self._fail(exc)
             while self.batches.get() is not None:  # let the producer finish putting
                 pass
-        finally:
-            if self.folder is not None:
-                # One last fold for the last batch; the import ends when the rollups are current.
-                self.folder.finish(timeout=None if self.error is None and not self.stop_requested else 30)
+
+    def _wait_for_older(self, seq: int) -> None:
+        with self._progress:
+            while seq - self._done_below > self.max_lag and self.error is None and not self.stop_requested:
+                self._progress.wait(0.5)
+
+    def _finished(self, seq: int) -> None:
+        with self._progress:
+            self._done.add(seq)
+            while self._done_below in self._done:
+                self._done.remove(self._done_below)
+                self._done_below += 1
+            self._progress.notify_all()
+
+    def _write(self, connection: sa.Connection, write_events: Callable, batch: list):
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                with connection.begin():
+                    return write_events(connection, batch, expect_new=self.expect_new)
+            except sa.exc.DBAPIError as exc:
+                if attempt == WRITE_ATTEMPTS or getattr(exc.orig, "pgcode", None) not in RETRY_PGCODES:
+                    raise
+                log.info("batch write met a concurrent writer (%s); writing it again", exc.orig.pgcode)
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if self.error is None:
+                self.error = exc
 
     def put(self, batch: list) -> None:
         while True:
             if self.error is not None:
                 raise self.error
             try:
-                self.batches.put(batch, timeout=0.5)
+                self.batches.put((self._next_seq, batch), timeout=0.5)
+                self._next_seq += 1
                 return
             except queue.Full:
                 if not self.is_alive():
                     raise RuntimeError("the import writer stopped unexpectedly") from self.error
 
+    def _stop_threads(self, timeout: float | None) -> None:
+        for _ in self._threads:
+            try:
+                self.batches.put(None, timeout=timeout)
+            except queue.Full:
+                break
+        for thread in self._threads:
+            thread.join(timeout)
+        if self.folder is not None:
+            # One last fold for the last batches; the import ends when the rollups are current.
+            complete = self.error is None and not self.stop_requested
+            self.folder.finish(timeout=None if complete else 30,
+                               analyze=complete and self.inserted >= self.folder.rollups.ANALYZE_AFTER_ROWS)
+
     def finish(self) -> None:
-        self.batches.put(None)
-        self.join()
+        self._stop_threads(None)
         if self.error is not None:
             raise self.error
+
+    def abandon(self) -> None:
+        """Let the batches in flight finish, drop the queued ones, and stop."""
+        self.stop_requested = True
+        self._stop_threads(5)
 
 
 # --- idempotency keys -------------------------------------------------------------------------------
@@ -429,8 +523,15 @@ def _replay(stored: sa.Row, sources: list[src.Source], key: str, started: float)
 def _import_rows(engine, sources, totals, batch_size, skip_invalid, rejects_path, on_progress, on_reject,
                  project_tz) -> str:
     now = datetime.now(rules.UTC)
+    window_of_time = rules.TimeWindow(now)
     digest = src.new_digest()
-    writer = _Writer(engine, project_tz)
+    # Event ids of the last ``id_window`` rows or more, in two generations: a repeat of a recent row (a
+    # retried event, the usual kind) is counted as a duplicate here instead of sending its batch the
+    # slower ON CONFLICT way, and batches written at the same time never share an id. Older repeats are
+    # left to the database.
+    recent, older = set(), set()
+    id_window = min(max(3 * batch_size, 30_000), 300_000)
+    writer = _Writer(engine, project_tz, max_lag=max(id_window // batch_size - 1, 1))
     rejects = _RejectSink(rejects_path, on_reject)
     done_bytes = 0
     writer.start()
@@ -462,9 +563,15 @@ def _import_rows(engine, sources, totals, batch_size, skip_invalid, rejects_path
                             errors = {"row": [
                                 f"Expected {width} columns as in the header, got {len(fields)}."]}
                         else:
-                            row, errors = validate_csv_row(fields, indexes, now)
+                            row, errors = validate_csv_row(fields, indexes, now, window_of_time)
                         totals.rows += 1
                         if row is not None:
+                            if row[0] in recent or row[0] in older:
+                                writer.repeats += 1
+                                continue
+                            recent.add(row[0])
+                            if len(recent) >= id_window:
+                                recent, older = set(), recent
                             batch.append(row)
                             if len(batch) >= batch_size:
                                 writer.put(batch)
@@ -531,15 +638,9 @@ def _finish(writer: _Writer, totals: ImportTotals) -> None:
     try:
         writer.finish()
     finally:
-        totals.inserted, totals.duplicates = writer.inserted, writer.duplicates
+        totals.inserted, totals.duplicates = writer.inserted, writer.duplicates + writer.repeats
 
 
 def _abandon(writer: _Writer, totals: ImportTotals) -> None:
-    """Let the batch in flight finish, drop the queued ones, and stop the writer."""
-    writer.stop_requested = True
-    try:
-        writer.batches.put(None, timeout=5)
-    except queue.Full:
-        pass
-    writer.join(timeout=30)
-    totals.inserted, totals.duplicates = writer.inserted, writer.duplicates
+    writer.abandon()
+    totals.inserted, totals.duplicates = writer.inserted, writer.duplicates + writer.repeats

@@ -30,18 +30,27 @@ ROLLUP_TABLES = (
 QUARTER = "date_bin('15 minutes', occurred_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
 
 # One statement, so the outbox rows it deletes are exactly the rows it adds. Each INSERT reads the
-# moved rows pre-aggregated, and ON CONFLICT probes the primary key per row: no rollup table is scanned.
+# moved rows pre-aggregated and probes the primary key per row: no rollup table is scanned. Folds hold
+# FOLD_LOCK_KEY, so no other statement adds (day, user) rows meanwhile: new pairs are found with NOT
+# EXISTS and inserted plainly, which costs about a fifth less than ON CONFLICT's speculative insertion;
+# the UPDATE and the INSERT of a table see the same snapshot, so they touch disjoint pairs.
 # DAU counters grow only by (local day, user) pairs that were new, which keeps them exact.
 FOLD_SQL = f"""
 WITH moved AS (
     DELETE FROM rollup_outbox RETURNING occurred_at, user_id, event_type
-), user_day AS (
-    INSERT INTO rollup_user_day AS r (day, user_id, first_at, last_at)
-    SELECT (occurred_at AT TIME ZONE 'UTC')::date, user_id, min(occurred_at), max(occurred_at)
+), user_day_moved AS (
+    SELECT (occurred_at AT TIME ZONE 'UTC')::date AS day, user_id, min(occurred_at) AS first_at,
+           max(occurred_at) AS last_at
     FROM moved GROUP BY 1, 2
-    ON CONFLICT (day, user_id) DO UPDATE
-        SET first_at = LEAST(r.first_at, EXCLUDED.first_at), last_at = GREATEST(r.last_at, EXCLUDED.last_at)
-        WHERE EXCLUDED.first_at < r.first_at OR EXCLUDED.last_at > r.last_at
+), user_day_widened AS (
+    UPDATE rollup_user_day AS r
+    SET first_at = LEAST(r.first_at, m.first_at), last_at = GREATEST(r.last_at, m.last_at)
+    FROM user_day_moved AS m
+    WHERE r.day = m.day AND r.user_id = m.user_id AND (m.first_at < r.first_at OR m.last_at > r.last_at)
+), user_day_new AS (
+    INSERT INTO rollup_user_day (day, user_id, first_at, last_at)
+    SELECT day, user_id, first_at, last_at FROM user_day_moved AS m
+    WHERE NOT EXISTS (SELECT 1 FROM rollup_user_day AS r WHERE r.day = m.day AND r.user_id = m.user_id)
 ), user_first AS (
     INSERT INTO rollup_user_first AS r (user_id, first_at)
     SELECT user_id, min(occurred_at) FROM moved GROUP BY 1
@@ -56,8 +65,9 @@ WITH moved AS (
     ON CONFLICT (day, event_type) DO UPDATE SET events = r.events + EXCLUDED.events
 ), new_pairs AS (
     INSERT INTO rollup_local_day_user (day, user_id)
-    SELECT DISTINCT (occurred_at AT TIME ZONE %(tz)s)::date, user_id FROM moved
-    ON CONFLICT DO NOTHING
+    SELECT day, user_id
+    FROM (SELECT DISTINCT (occurred_at AT TIME ZONE %(tz)s)::date AS day, user_id FROM moved) AS m
+    WHERE NOT EXISTS (SELECT 1 FROM rollup_local_day_user AS r WHERE r.day = m.day AND r.user_id = m.user_id)
     RETURNING day
 ), dau AS (
     INSERT INTO rollup_dau AS r (day, users)
@@ -107,12 +117,13 @@ def rollup_timezone(connection: sa.Connection) -> str | None:
     return connection.exec_driver_sql("SELECT project_tz FROM rollup_meta WHERE id = 1").scalar()
 
 
-def fold_outbox(connection: sa.Connection, project_tz: str | None = None) -> int:
+def fold_outbox(connection: sa.Connection, project_tz: str | None = None, *, analyze: bool = True) -> int:
     """Fold queued outbox rows into the rollups in the caller's transaction; return how many were folded.
 
     ``project_tz`` (default: the timezone the rollups were built for, else the app's
     EVENTSAPP_TIMEZONE) decides the local-day rollups; when it differs from the one they hold, they are
     rebuilt from ``events`` instead. Cheap when there is nothing to do: one query, no lock.
+    ``analyze=False`` leaves refreshing planner statistics after a big fold to the caller (``analyze``).
     """
     meta_tz, queued = connection.exec_driver_sql(STATE_SQL).one()
     wanted = project_tz or meta_tz or _app_timezone()
@@ -124,8 +135,8 @@ def fold_outbox(connection: sa.Connection, project_tz: str | None = None) -> int
         return rebuild_rollups(connection, wanted)
     started = time.perf_counter()
     moved = connection.exec_driver_sql(FOLD_SQL, {"tz": meta_tz}).scalar_one()
-    if moved >= ANALYZE_AFTER_ROWS:
-        _analyze(connection)
+    if analyze and moved >= ANALYZE_AFTER_ROWS:
+        analyze_rollups(connection)
     # Checked by file size, not by this fold's count: an import folds in many small steps while it writes
     # (when the outbox is busy), and its last, small fold is the one that finds it idle.
     if moved and connection.exec_driver_sql("SELECT pg_relation_size('rollup_outbox')").scalar() > OUTBOX_TRUNCATE_BYTES:
@@ -157,7 +168,7 @@ def rebuild_rollups(connection: sa.Connection, project_tz: str | None = None) ->
         ),
         {"tz": tz},
     )
-    _analyze(connection)
+    analyze_rollups(connection)
     return connection.exec_driver_sql("SELECT coalesce(sum(events), 0) FROM rollup_local_day_type").scalar_one()
 
 
@@ -178,5 +189,6 @@ def _truncate_outbox_if_idle(connection: sa.Connection) -> None:
     savepoint.commit()
 
 
-def _analyze(connection: sa.Connection) -> None:
+def analyze_rollups(connection: sa.Connection) -> None:
+    """Refresh the planner's statistics of the rollup tables, so reads keep their index plans."""
     connection.exec_driver_sql("ANALYZE " + ", ".join(ROLLUP_TABLES))
