@@ -65,6 +65,25 @@ def test_incremental_folds_equal_a_rebuild_after_late_and_duplicate_events(engin
     assert any(first < datetime(2025, 10, 1, tzinfo=UTC) for first in firsts.values())
 
 
+def test_a_new_databases_first_fold_builds_the_rollups_without_stopping_writers(engine):
+    _store(engine, _events(4, 800, datetime(2025, 10, 1, tzinfo=UTC), 10))  # rollups never built
+    with engine.connect() as writer:
+        writer.begin()
+        write_events(writer, rules.validate_events(_events(5, 50, datetime(2025, 10, 5, tzinfo=UTC), 3))[0])
+        with engine.connect() as folder:
+            with folder.begin():
+                # A rebuild would wait for the writer's transaction (it locks the outbox); a build must not.
+                folder.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+                assert fold_outbox(folder, "Europe/Kyiv") == 800
+        writer.commit()
+    with engine.begin() as connection:
+        assert fold_outbox(connection) == 50
+    folded = _snapshot(engine)
+    with engine.begin() as connection:
+        rebuild_rollups(connection, "Europe/Kyiv")
+    assert folded == _snapshot(engine)
+
+
 def test_fold_leaves_uncommitted_writes_queued_and_picks_them_up_after_commit(engine):
     with engine.begin() as connection:
         rebuild_rollups(connection, "UTC")

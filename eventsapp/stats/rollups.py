@@ -30,27 +30,18 @@ ROLLUP_TABLES = (
 QUARTER = "date_bin('15 minutes', occurred_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
 
 # One statement, so the outbox rows it deletes are exactly the rows it adds. Each INSERT reads the
-# moved rows pre-aggregated and probes the primary key per row: no rollup table is scanned. Folds hold
-# FOLD_LOCK_KEY, so no other statement adds (day, user) rows meanwhile: new pairs are found with NOT
-# EXISTS and inserted plainly, which costs about a fifth less than ON CONFLICT's speculative insertion;
-# the UPDATE and the INSERT of a table see the same snapshot, so they touch disjoint pairs.
+# moved rows pre-aggregated, and ON CONFLICT probes the primary key per row: no rollup table is scanned.
 # DAU counters grow only by (local day, user) pairs that were new, which keeps them exact.
 FOLD_SQL = f"""
 WITH moved AS (
     DELETE FROM rollup_outbox RETURNING occurred_at, user_id, event_type
-), user_day_moved AS (
-    SELECT (occurred_at AT TIME ZONE 'UTC')::date AS day, user_id, min(occurred_at) AS first_at,
-           max(occurred_at) AS last_at
+), user_day AS (
+    INSERT INTO rollup_user_day AS r (day, user_id, first_at, last_at)
+    SELECT (occurred_at AT TIME ZONE 'UTC')::date, user_id, min(occurred_at), max(occurred_at)
     FROM moved GROUP BY 1, 2
-), user_day_widened AS (
-    UPDATE rollup_user_day AS r
-    SET first_at = LEAST(r.first_at, m.first_at), last_at = GREATEST(r.last_at, m.last_at)
-    FROM user_day_moved AS m
-    WHERE r.day = m.day AND r.user_id = m.user_id AND (m.first_at < r.first_at OR m.last_at > r.last_at)
-), user_day_new AS (
-    INSERT INTO rollup_user_day (day, user_id, first_at, last_at)
-    SELECT day, user_id, first_at, last_at FROM user_day_moved AS m
-    WHERE NOT EXISTS (SELECT 1 FROM rollup_user_day AS r WHERE r.day = m.day AND r.user_id = m.user_id)
+    ON CONFLICT (day, user_id) DO UPDATE
+        SET first_at = LEAST(r.first_at, EXCLUDED.first_at), last_at = GREATEST(r.last_at, EXCLUDED.last_at)
+        WHERE EXCLUDED.first_at < r.first_at OR EXCLUDED.last_at > r.last_at
 ), user_first AS (
     INSERT INTO rollup_user_first AS r (user_id, first_at)
     SELECT user_id, min(occurred_at) FROM moved GROUP BY 1
@@ -65,9 +56,8 @@ WITH moved AS (
     ON CONFLICT (day, event_type) DO UPDATE SET events = r.events + EXCLUDED.events
 ), new_pairs AS (
     INSERT INTO rollup_local_day_user (day, user_id)
-    SELECT day, user_id
-    FROM (SELECT DISTINCT (occurred_at AT TIME ZONE %(tz)s)::date AS day, user_id FROM moved) AS m
-    WHERE NOT EXISTS (SELECT 1 FROM rollup_local_day_user AS r WHERE r.day = m.day AND r.user_id = m.user_id)
+    SELECT DISTINCT (occurred_at AT TIME ZONE %(tz)s)::date, user_id FROM moved
+    ON CONFLICT DO NOTHING
     RETURNING day
 ), dau AS (
     INSERT INTO rollup_dau AS r (day, users)
@@ -131,6 +121,12 @@ def fold_outbox(connection: sa.Connection, project_tz: str | None = None, *, ana
         return 0
     connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": FOLD_LOCK_KEY})
     meta_tz = rollup_timezone(connection)  # another folder may have rebuilt while we waited
+    if meta_tz is None and _never_built(connection):
+        # Every event ever committed is still queued (only folds and rebuilds empty the outbox, and both
+        # record the timezone), so folding them into the empty rollups is a build. Unlike a rebuild, it
+        # does not stop writers: a new database's first import would otherwise stall behind it.
+        _record_timezone(connection, wanted)
+        meta_tz = wanted
     if meta_tz != wanted:
         return rebuild_rollups(connection, wanted)
     started = time.perf_counter()
@@ -161,6 +157,12 @@ def rebuild_rollups(connection: sa.Connection, project_tz: str | None = None) ->
         connection.exec_driver_sql(f"DELETE FROM {table}")
     for statement in REBUILD_SQL:
         connection.exec_driver_sql(statement, {"tz": tz})
+    _record_timezone(connection, tz)
+    analyze_rollups(connection)
+    return connection.exec_driver_sql("SELECT coalesce(sum(events), 0) FROM rollup_local_day_type").scalar_one()
+
+
+def _record_timezone(connection: sa.Connection, tz: str) -> None:
     connection.execute(
         sa.text(
             "INSERT INTO rollup_meta (id, project_tz, built_at) VALUES (1, :tz, now()) "
@@ -168,8 +170,12 @@ def rebuild_rollups(connection: sa.Connection, project_tz: str | None = None) ->
         ),
         {"tz": tz},
     )
-    analyze_rollups(connection)
-    return connection.exec_driver_sql("SELECT coalesce(sum(events), 0) FROM rollup_local_day_type").scalar_one()
+
+
+def _never_built(connection: sa.Connection) -> bool:
+    """True when every rollup table is empty (as after the migrations)."""
+    probes = " AND ".join(f"NOT EXISTS (SELECT 1 FROM {table})" for table in ROLLUP_TABLES)
+    return connection.exec_driver_sql(f"SELECT {probes}").scalar()
 
 
 def _truncate_outbox_if_idle(connection: sa.Connection) -> None:
