@@ -18,6 +18,8 @@ from conftest import stored_count
 
 RECENT = (datetime.now(timezone.utc) - timedelta(hours=2)).isoformat()
 
+BIG_INTEGERS = '{"big": 123456789012345678901234567890, "below_i64": -9223372036854775809, "u64": 18446744073709551615}'
+
 # (case id, event_id, occurred_at, user_id, event_type, properties JSON text or None for none)
 CASES = [
     ("valid", None, RECENT, "u1", "login", '{"plan": "pro", "n": 3, "ok": true, "p": 1.5}'),
@@ -47,6 +49,8 @@ CASES = [
     ("properties NUL escape", None, RECENT, "u1", "login", '{"x": "a\\u0000b"}'),
     ("properties too big", None, RECENT, "u1", "login", orjson.dumps({"x": "y" * 33_000}).decode()),
     ("properties unicode", None, RECENT, "u1", "login", '{"city": "Київ", "emoji": "☕", "esc": "\\u00e9"}'),
+    ("properties big integers", None, RECENT, "u1", "login", BIG_INTEGERS),
+    ("properties beyond a double", None, RECENT, "u1", "login", '{"x": {"y": 1e400}}'),
     ("several bad fields", "nope", "later", "", "e" * 200, "[]"),
 ]
 
@@ -116,7 +120,8 @@ def test_csv_and_http_agree(client, runner, engine, tmp_path, case):
 def test_accepted_values_are_stored_the_same_way(client, runner, engine, tmp_path):
     """The same valid event through either path ends up as the same row."""
     valid = [case for case in CASES if case[0] in ("valid", "event_id upper case", "occurred_at naive is utc",
-                                                   "occurred_at odd offset", "properties unicode")]
+                                                   "occurred_at odd offset", "properties unicode",
+                                                   "properties big integers")]
     query = ("SELECT event_id::text, occurred_at, user_id, event_type, properties "
              "FROM events ORDER BY event_id")
     for case in valid:
@@ -138,3 +143,16 @@ def test_properties_json_that_is_not_json_is_named(runner, engine, tmp_path):
     assert list(verdict) == ["properties_json"]
     assert verdict["properties_json"][0].startswith("Not valid JSON")
     assert stored_count(engine) == 0
+
+
+def test_integers_beyond_64_bits_are_stored_exactly_over_http_and_from_csv(client, runner, engine, tmp_path):
+    case = next(case for case in CASES if case[0] == "properties big integers")
+    query = "SELECT properties->>'big', properties->>'below_i64', properties->>'u64' FROM events"
+    expected = ("123456789012345678901234567890", "-9223372036854775809", "18446744073709551615")
+    assert http_verdict(client, case) == {}
+    with engine.begin() as connection:
+        assert connection.exec_driver_sql(query).one() == expected
+        connection.exec_driver_sql("TRUNCATE events, rollup_outbox")
+    assert csv_verdict(runner, tmp_path, case) == {}
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql(query).one() == expected

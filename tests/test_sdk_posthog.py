@@ -130,3 +130,11 @@ def test_errors_name_event_index_and_posthog_field(client, engine):
     response = client.post("/e/", json={"nothing": "here"})
     assert response.status_code == 400
     assert stored_count(engine) == 0
+
+
+def test_a_sent_at_that_is_not_a_time_is_refused_even_without_timestamps(client, engine):
+    body = {"api_key": "k", "sent_at": True, "batch": [{"event": "e", "distinct_id": 42}]}
+    response = client.post("/batch/", json=body)
+    assert response.status_code == 400
+    assert response.get_json()["errors"]["json"]["batch"]["0"]["sent_at"] == ["Not a valid datetime."]
+    assert stored_count(engine) == 0

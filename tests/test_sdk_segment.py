@@ -123,7 +123,8 @@ def test_error_names_message_index_and_segment_field(client, engine):
     assert "event" in errors["1"]
     assert "timestamp" in errors["2"] and "userId" in errors["2"]
     assert "type" in errors["3"]
-    assert errors["4"]["properties"] == ["NaN and Infinity are not valid JSON numbers."]
+    assert errors["4"]["properties"] == [
+        "NaN and Infinity are not valid JSON numbers (nor is a number past a double's range, like 1e400)."]
     assert stored_count(engine) == 0
 
 

@@ -136,31 +136,31 @@ def _column_indexes(header: list[str], name: str) -> tuple[int, int, int, int, i
             names.index("event_type"), props)
 
 
-_json_loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 
 
 def parse_properties(text: str) -> tuple[Any, str | None]:
     """The properties cell as a value for the rules (an empty cell means {}); or an error message."""
     try:
-        return _json_loads(text), None
-    except _JSONDecodeError:
-        pass
-    try:
-        # NaN/Infinity come back as markers, so the property rule reports them as over HTTP.
-        return rules.loads_lenient(text), None
-    except ValueError as exc:
+        # Exact: NaN/Infinity come back as markers, so the property rule reports them as over HTTP.
+        return rules.loads_json(text), None
+    except (ValueError, RecursionError) as exc:
         return None, f"Not valid JSON: {getattr(exc, 'msg', exc)} (character {getattr(exc, 'pos', 0) + 1})."
 
 
 def validate_csv_row(fields: list[str], indexes: tuple[int, int, int, int, int | None], now: datetime,
-                     window: rules.TimeWindow | None = None) -> tuple[rules.EventRow | None, dict[str, list[str]]]:
-    """Validate one CSV row as ``POST /events`` validates the same event; errors are keyed by CSV column."""
+                     window: rules.TimeWindow | None = None,
+                     loads: Callable[[str], Any] = orjson.loads) -> tuple[rules.EventRow | None, dict[str, list[str]]]:
+    """Validate one CSV row as ``POST /events`` validates the same event; errors are keyed by CSV column.
+
+    ``loads`` parses the properties cell: orjson, or ``rules.loads_json`` for a source that may hold
+    integers beyond 64 bits (which orjson would round).
+    """
     i_id, i_at, i_user, i_type, i_props = indexes
     text = fields[i_props] if i_props is not None else ""
     try:
-        properties = _json_loads(text) if text else rules.NO_PROPERTIES
-    except _JSONDecodeError:
+        properties = loads(text) if text else rules.NO_PROPERTIES
+    except (_JSONDecodeError, ValueError, RecursionError):
         pass
     else:
         row = rules.plainly_valid_row(fields[i_id], fields[i_at], fields[i_user], fields[i_type], properties,
@@ -563,7 +563,9 @@ def _import_rows(engine, sources, totals, batch_size, skip_invalid, rejects_path
                             errors = {"row": [
                                 f"Expected {width} columns as in the header, got {len(fields)}."]}
                         else:
-                            row, errors = validate_csv_row(fields, indexes, now, window_of_time)
+                            row, errors = validate_csv_row(
+                                fields, indexes, now, window_of_time,
+                                rules.loads_json if opened.long_digits else orjson.loads)
                         totals.rows += 1
                         if row is not None:
                             if row[0] in recent or row[0] in older:

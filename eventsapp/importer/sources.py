@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ..ingest import rules
+
 GZIP_MAGIC = b"\x1f\x8b"
 # Large reads: every read and hash update releases the GIL, and getting it back from the busy writer
 # thread can cost a switch interval (5 ms) each time.
@@ -76,11 +78,14 @@ class _Counting(io.RawIOBase):
 
 
 class _Hashing(io.RawIOBase):
-    """Hashes the decompressed bytes as they are read."""
+    """Hashes the decompressed bytes as they are read, and notes whether they hold a run of 19 digits
+    (a number orjson would round: see ``rules.loads_json``)."""
 
     def __init__(self, inner: BinaryIO, digest) -> None:
         self._inner = inner
         self._digest = digest
+        self.long_digits = False
+        self._tail = b""
 
     def readable(self) -> bool:
         return True
@@ -90,6 +95,11 @@ class _Hashing(io.RawIOBase):
         n = len(data)
         buffer[:n] = data
         self._digest.update(data)
+        if not self.long_digits:
+            # The bytes are read before the rows in them are parsed, so the flag is up in time.
+            self.long_digits = rules.LONG_DIGITS.search(self._tail + data[:32]) is not None or \
+                rules.LONG_DIGITS.search(data) is not None
+            self._tail = data[-18:]
         return n
 
 
@@ -109,7 +119,13 @@ class OpenSource:
         inner: BinaryIO = (gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
                            if compressed else buffered)
         self.compressed = compressed
-        self.stream = io.BufferedReader(_Hashing(inner, digest), CHUNK)
+        self._hashing = _Hashing(inner, digest)
+        self.stream = io.BufferedReader(self._hashing, CHUNK)
+
+    @property
+    def long_digits(self) -> bool:
+        """Whether the bytes read so far hold a run of 19 digits (maybe a big integer)."""
+        return self._hashing.long_digits
 
     def consumed(self) -> int:
         return self._counting.consumed

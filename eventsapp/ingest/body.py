@@ -6,7 +6,6 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from flask import Request
 
 from ..errors import ApiError
@@ -68,12 +67,8 @@ def read_json_body(request: Request, limit: int) -> JsonBody:
     elif encoding != "identity":
         raise ApiError(f"Content-Encoding {encoding!r} is not supported; use gzip or none.", status_code=415)
     try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        try:
-            # orjson refuses NaN/Infinity and numbers beyond 64 bits outright; the lenient parser
-            # keeps them so the validator can name the event and field that holds them.
-            value = rules.loads_lenient(data)
-        except (ValueError, RecursionError):
-            raise ApiError(f"Request body is not valid JSON: {exc}.", status_code=400) from None
+        # NaN/Infinity become markers the validator names by event and field; big integers stay exact.
+        value = rules.loads_json(data)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(f"Request body is not valid JSON: {exc}.", status_code=400) from None
     return JsonBody(value=value, sha256=hashlib.sha256(data).hexdigest())

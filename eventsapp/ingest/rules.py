@@ -6,6 +6,7 @@ call these functions, so their verdicts and messages cannot drift apart.
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -37,15 +38,45 @@ class Invalid(ValueError):
 
 
 class NonFiniteNumber:
-    """Stands in for NaN/Infinity found by the lenient JSON parser, so the field holding it is named."""
+    """Stands in for NaN, Infinity or a number beyond a double's range (1e400) found by the exact JSON
+    parser, so the field holding it is named."""
 
     def __init__(self, literal: str) -> None:
         self.literal = literal
 
 
+# orjson reads integers beyond 64 bits as floats, silently rounding them (and refuses 1e400); Python's
+# json keeps them exact, and PostgreSQL's jsonb stores them exactly. Such a number has at least 19
+# digits in a row, which a C-speed scan finds.
+LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
+
+
+def loads_json(data: bytes | str) -> Any:
+    """Parse JSON keeping every number exact: orjson when it can, Python's json for big integers and for
+    what orjson refuses (NaN/Infinity become NonFiniteNumber markers). Raises ValueError if not JSON."""
+    long_digits = (_LONG_DIGITS_TEXT if isinstance(data, str) else LONG_DIGITS).search(data)
+    if long_digits is None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            error: ValueError = exc
+    try:
+        return loads_lenient(data)
+    except ValueError:
+        if long_digits is None:
+            raise error from None  # orjson says where
+        raise
+
+
+def _finite_float(text: str) -> Any:
+    value = float(text)
+    return value if math.isfinite(value) else NonFiniteNumber(text)
+
+
 def loads_lenient(data: bytes | str) -> Any:
-    """Parse JSON that orjson refused, keeping NaN/Infinity as markers instead of failing the whole body."""
-    return json.loads(data, parse_constant=NonFiniteNumber)
+    """Parse JSON with Python's json: integers stay exact, NaN/Infinity/1e400 become markers."""
+    return json.loads(data, parse_constant=NonFiniteNumber, parse_float=_finite_float)
 
 
 def _check_text(value: Any, max_chars: int) -> str:
@@ -113,15 +144,27 @@ def parse_occurred_at(value: Any, now: datetime) -> datetime:
 _ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
+def _dumps(value: Any) -> bytes:
+    """Compact JSON; integers beyond 64 bits (which orjson cannot write) through Python's json."""
+    try:
+        return orjson.dumps(value)
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        if "64-bit" not in str(exc):
+            raise
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+                          check_circular=False).encode("utf-8")
+
+
 def encode_properties(value: Any) -> str:
     """Return the properties object as compact JSON text, refusing what PostgreSQL's jsonb cannot hold."""
     if not isinstance(value, dict):
         raise Invalid("Not a valid mapping type.")
     try:
-        encoded = orjson.dumps(value)
-    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        encoded = _dumps(value)
+    except (TypeError, ValueError, RecursionError) as exc:
         if "NonFiniteNumber" in str(exc):
-            raise Invalid("NaN and Infinity are not valid JSON numbers.") from None
+            raise Invalid("NaN and Infinity are not valid JSON numbers (nor is a number past a "
+                          "double's range, like 1e400).") from None
         raise Invalid(f"Cannot be stored as JSON: {exc}.") from None
     if len(encoded) > PROPERTIES_MAX_BYTES:
         raise Invalid(f"Must be at most {PROPERTIES_MAX_BYTES} bytes as JSON, got {len(encoded)}.")
@@ -171,7 +214,7 @@ _PLAIN_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,6})?(
 _plain_timestamp = _PLAIN_TIMESTAMP.fullmatch
 _canonical_uuid = _CANONICAL_UUID.fullmatch
 _fromisoformat = datetime.fromisoformat
-_dumps = orjson.dumps
+_orjson_dumps = orjson.dumps
 
 
 def plainly_valid_row(event_id: Any, occurred_at: Any, user_id: Any, event_type: Any, properties: Any,
@@ -207,7 +250,7 @@ def plainly_valid_row(event_id: Any, occurred_at: Any, user_id: Any, event_type:
         if properties is NO_PROPERTIES:
             encoded = "{}"
         elif type(properties) is dict:
-            raw = _dumps(properties)
+            raw = _orjson_dumps(properties)  # a big integer fails here: the full checks handle it
             if len(raw) > PROPERTIES_MAX_BYTES or b"\\u0000" in raw:
                 return None
             encoded = raw.decode("utf-8")

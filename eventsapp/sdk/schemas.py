@@ -8,15 +8,21 @@ from __future__ import annotations
 from marshmallow import INCLUDE, Schema, fields
 
 
+def _identifier(description: str = "") -> fields.Raw:
+    """An id the SDKs send as a string or a number (a number becomes its text); null means absent."""
+    return fields.Raw(allow_none=True, metadata={"anyOf": [{"type": "string"}, {"type": "number"}],
+                                                 "nullable": True, "description": description})
+
+
 class SegmentMessageSchema(Schema):
     class Meta:
         unknown = INCLUDE
 
     type = fields.String(metadata={"description": "track, identify, page, screen, group or alias "
                                    "(implied by the path on /v1/track etc.)."})
-    messageId = fields.String(metadata={"description": "Becomes event_id; a non-UUID maps to a stable UUIDv5."})
-    userId = fields.String(metadata={"description": "user_id; anonymousId is used when absent."})
-    anonymousId = fields.String()
+    messageId = _identifier("Becomes event_id; a non-UUID maps to a stable UUIDv5.")
+    userId = _identifier("user_id; anonymousId is used when absent.")
+    anonymousId = _identifier()
     event = fields.String(metadata={"description": "event_type of a track call."})
     properties = fields.Dict()
     traits = fields.Dict()
@@ -47,10 +53,11 @@ class PostHogEventSchema(Schema):
         unknown = INCLUDE
 
     event = fields.String(required=True, metadata={"description": "event_type."})
-    distinct_id = fields.String(metadata={"description": "user_id (or properties.distinct_id)."})
+    distinct_id = _identifier("user_id (or properties.distinct_id).")
     properties = fields.Dict()
     timestamp = fields.String(metadata={"description": "ISO-8601; corrected by sent_at for clock skew."})
-    uuid = fields.UUID(metadata={"description": "event_id; absent means a UUIDv5 of the event's content."})
+    uuid = fields.UUID(allow_none=True, metadata={
+        "description": "event_id; absent (or null) means a UUIDv5 of the event's content."})
 
 
 class PostHogBatchSchema(Schema):

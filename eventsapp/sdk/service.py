@@ -114,6 +114,9 @@ def occurred_at(
     timestamp_field: str, sent_at_field: str,
 ) -> str | None:
     """Return the event time corrected for the sender's clock skew: received_at - (sent_at - timestamp)."""
+    if sent_at is not None and not isinstance(sent_at, str):
+        errors[sent_at_field] = ["Not a valid datetime."]
+        return None
     if timestamp is None:
         return received_at.isoformat()
     try:
