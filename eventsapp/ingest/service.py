@@ -232,7 +232,7 @@ def ingest_batch(
             replay = _claim_key(connection, idempotency_key, fingerprint or "")
             if replay is not None:
                 return replay
-        result = write_events(connection, rows)
+        result = write_events(connection, rows, expect_new=True)
         outcome = IngestOutcome(
             status_code=201 if result.duplicates == 0 else 200,
             body={"ingested": result.ingested, "duplicates": result.duplicates},
