@@ -156,3 +156,35 @@ def test_integers_beyond_64_bits_are_stored_exactly_over_http_and_from_csv(clien
     assert csv_verdict(runner, tmp_path, case) == {}
     with engine.connect() as connection:
         assert connection.exec_driver_sql(query).one() == expected
+
+
+def test_a_big_integer_across_a_read_boundary_is_still_stored_exactly(runner, engine, tmp_path):
+    """The file is read in 1 MB pieces; a 30-digit number split between two of them is still noticed."""
+    from eventsapp.importer.sources import CHUNK
+
+    header = "event_id,occurred_at,user_id,event_type,properties_json\n"
+    filler = []
+    size = len(header)
+    while size < CHUNK - 1000:
+        line = f"{uuid.uuid4()},{RECENT},u1,login,\"{{\"\"pad\"\":\"\"{'x' * 60}\"\"}}\"\n"
+        filler.append(line)
+        size += len(line.encode())
+    event_id = str(uuid.uuid4())
+    number = "123456789012345678901234567890"
+
+    def content(padding: int) -> bytes:
+        pad_line = f"{uuid.uuid4()},{RECENT},u1,login,\"{{\"\"pad\"\":\"\"{'y' * padding}\"\"}}\"\n"
+        last = f"{event_id},{RECENT},u1,login,\"{{\"\"big\"\":{number}}}\"\n"
+        return (header + "".join(filler) + pad_line + last).encode()
+
+    start = content(0).index(number.encode())
+    data = content(CHUNK - 15 - start)  # 15 digits before the boundary, 15 after: neither side has 19
+    assert data.index(number.encode()) == CHUNK - 15
+    source = tmp_path / "boundary.csv"
+    source.write_bytes(data)
+    result = runner.invoke(args=["import-csv", str(source), "--quiet"])
+    assert result.exit_code == 0, result.output
+    with engine.connect() as connection:
+        stored = connection.exec_driver_sql(
+            "SELECT properties->>'big' FROM events WHERE event_id = %(id)s", {"id": event_id}).scalar_one()
+    assert stored == "123456789012345678901234567890"

@@ -539,7 +539,7 @@ def _import_rows(engine, sources, totals, batch_size, skip_invalid, rejects_path
         rejects.open()
         batch: list = []
         for source in sources:
-            opened = src.OpenSource(source, digest)
+            opened = src.OpenSource(source, digest, watch_digits=True)
             name = source.name
             try:
                 text = io.TextIOWrapper(opened.stream, encoding="utf-8", newline="")

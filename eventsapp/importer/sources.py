@@ -81,10 +81,11 @@ class _Hashing(io.RawIOBase):
     """Hashes the decompressed bytes as they are read, and notes whether they hold a run of 19 digits
     (a number orjson would round: see ``rules.loads_json``)."""
 
-    def __init__(self, inner: BinaryIO, digest) -> None:
+    def __init__(self, inner: BinaryIO, digest, watch_digits: bool) -> None:
         self._inner = inner
         self._digest = digest
         self.long_digits = False
+        self._watch_digits = watch_digits
         self._tail = b""
 
     def readable(self) -> bool:
@@ -95,18 +96,17 @@ class _Hashing(io.RawIOBase):
         n = len(data)
         buffer[:n] = data
         self._digest.update(data)
-        if not self.long_digits:
+        if self._watch_digits and not self.long_digits:
             # The bytes are read before the rows in them are parsed, so the flag is up in time.
-            self.long_digits = rules.LONG_DIGITS.search(self._tail + data[:32]) is not None or \
-                rules.LONG_DIGITS.search(data) is not None
-            self._tail = data[-18:]
+            self.long_digits = rules.has_long_digits(self._tail + data)
+            self._tail = data[-(rules.LONG_DIGIT_RUN - 1):]
         return n
 
 
 class OpenSource:
     """An opened source: ``stream`` yields decompressed bytes; ``consumed()`` counts raw bytes read."""
 
-    def __init__(self, source: Source, digest) -> None:
+    def __init__(self, source: Source, digest, watch_digits: bool = False) -> None:
         self.source = source
         self._raw = source.open_raw()
         counting = _Counting(self._raw)
@@ -119,7 +119,7 @@ class OpenSource:
         inner: BinaryIO = (gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
                            if compressed else buffered)
         self.compressed = compressed
-        self._hashing = _Hashing(inner, digest)
+        self._hashing = _Hashing(inner, digest, watch_digits)
         self.stream = io.BufferedReader(self._hashing, CHUNK)
 
     @property

@@ -47,16 +47,24 @@ class NonFiniteNumber:
 
 # orjson reads integers beyond 64 bits as floats, silently rounding them (and refuses 1e400); Python's
 # json keeps them exact, and PostgreSQL's jsonb stores them exactly. Such a number has at least 19
-# digits in a row, which a C-speed scan finds.
-LONG_DIGITS = re.compile(rb"[0-9]{19}")
-_LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
+# digits in a row.
+LONG_DIGIT_RUN = 19
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_ZEROS = b"0" * LONG_DIGIT_RUN
+_LONG_DIGITS_TEXT = re.compile(r"[0-9]{%d}" % LONG_DIGIT_RUN)
+
+
+def has_long_digits(data: bytes) -> bool:
+    """Whether ``data`` holds a run of 19 digits; at about 1 GB/s (a regex manages 130 MB/s)."""
+    return _ZEROS in data.translate(_DIGITS_TO_ZERO)
 
 
 def loads_json(data: bytes | str) -> Any:
     """Parse JSON keeping every number exact: orjson when it can, Python's json for big integers and for
     what orjson refuses (NaN/Infinity become NonFiniteNumber markers). Raises ValueError if not JSON."""
-    long_digits = (_LONG_DIGITS_TEXT if isinstance(data, str) else LONG_DIGITS).search(data)
-    if long_digits is None:
+    long_digits = (_LONG_DIGITS_TEXT.search(data) is not None if isinstance(data, str)
+                   else has_long_digits(data))
+    if not long_digits:
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError as exc:
@@ -64,7 +72,7 @@ def loads_json(data: bytes | str) -> Any:
     try:
         return loads_lenient(data)
     except ValueError:
-        if long_digits is None:
+        if not long_digits:
             raise error from None  # orjson says where
         raise
 
