@@ -128,3 +128,24 @@ def test_failed_validation_does_not_consume_the_key(client, engine):
     assert bad.status_code == 422
     good = client.post("/events", json=[make_event()], headers={"Idempotency-Key": "fix-and-retry"})
     assert good.status_code == 201
+
+
+def test_senders_of_the_same_events_in_opposite_orders_never_deadlock(live_server, engine):
+    """Two apps retrying each other's events at once, in other orders: every request succeeds."""
+    rounds, size = 6, 400
+    statuses, ingested = [], 0
+    for _ in range(rounds):
+        batch = [make_event() for _ in range(size)]
+        barrier = threading.Barrier(2)
+
+        def send(events):
+            barrier.wait()
+            return requests.post(f"{live_server}/events", json=events, timeout=30)
+
+        with ThreadPoolExecutor(2) as pool:
+            responses = list(pool.map(send, [batch, list(reversed(batch))]))
+        statuses += [response.status_code for response in responses]
+        ingested += sum(response.json().get("ingested", 0) for response in responses)
+    assert set(statuses) <= {200, 201}, statuses
+    assert ingested == rounds * size
+    assert stored_count(engine) == rounds * size

@@ -37,8 +37,8 @@ CREATE TEMP TABLE IF NOT EXISTS staging_events (
 # serialisation time of a batch), while text format needs escaping only for rare characters.
 COPY_STAGING = "COPY staging_events (event_id, occurred_at, user_id, event_type, properties) FROM STDIN"
 
-# Sorted by event_id: two writers whose batches share event_ids then wait on each other in one order,
-# never in a cycle. Repeats inside a batch are gone already (first_of_each_id).
+# Both inserts go in event_id order: two writers whose batches share event_ids then wait on each other in
+# one order, never in a cycle (a deadlock). Repeats inside a batch are gone already (first_of_each_id).
 INSERT_FROM_STAGING = """
 WITH inserted AS (
     INSERT INTO events (event_id, occurred_at, user_id, event_type, properties)
@@ -57,7 +57,7 @@ SELECT count(*) FROM inserted
 # the ON CONFLICT way.
 INSERT_NEW_FROM_STAGING = """
 INSERT INTO events (event_id, occurred_at, user_id, event_type, properties)
-SELECT event_id, occurred_at, user_id, event_type, properties FROM staging_events
+SELECT event_id, occurred_at, user_id, event_type, properties FROM staging_events ORDER BY event_id
 """
 QUEUE_NEW_FROM_STAGING = """
 INSERT INTO rollup_outbox (occurred_at, user_id, event_type)
