@@ -119,6 +119,7 @@ class OpenSource:
         inner: BinaryIO = (gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
                            if compressed else buffered)
         self.compressed = compressed
+        self._decompressed = inner
         self._hashing = _Hashing(inner, digest, watch_digits)
         self.stream = io.BufferedReader(self._hashing, CHUNK)
 
@@ -129,6 +130,12 @@ class OpenSource:
 
     def consumed(self) -> int:
         return self._counting.consumed
+
+    def hash_rest(self, digest) -> None:
+        """Feed the rest of the decompressed bytes to ``digest`` (and nothing else: no parsing)."""
+        read = self._decompressed.read
+        while chunk := read(1 << 20):
+            digest.update(chunk)
 
     def close(self) -> None:
         if self.source.kind != "stdin":
@@ -171,8 +178,7 @@ def checksum(sources: list[Source]) -> str:
     for source in sources:
         opened = OpenSource(source, digest)
         try:
-            while opened.stream.read(1 << 20):
-                pass
+            opened.hash_rest(digest)
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             raise SourceError(f"{source.name}: cannot read: {exc}") from None
         finally:
