@@ -21,6 +21,7 @@ import sqlalchemy as sa
 import requests
 
 from conftest import stored_count
+from eventsapp.importer.service import APPLICATION_NAME
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -51,6 +52,20 @@ def distinct_ids_stored(engine) -> set[str]:
         return set(connection.exec_driver_sql("SELECT event_id::text FROM events").scalars())
 
 
+def wait_for_sessions_to_end(engine, timeout: float = 30) -> None:
+    """Wait until the killed import's database sessions are gone: a COMMIT it sent just before it died
+    still completes, so counting rows earlier would miss that batch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with engine.connect() as connection:
+            if not connection.exec_driver_sql(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %(name)s",
+                    {"name": APPLICATION_NAME}).scalar_one():
+                return
+        time.sleep(0.05)
+    raise TimeoutError("the import's sessions did not end")
+
+
 def wait_for_rows(engine, process: subprocess.Popen, minimum: int = 1, timeout: float = 120) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -76,6 +91,7 @@ def test_interrupted_import_then_rerun_stores_each_event_exactly_once(app, engin
     finally:
         if process.poll() is None:
             process.kill()
+    wait_for_sessions_to_end(engine)
     before = stored_count(engine)
     if how == "Ctrl-C":
         assert process.returncode == 130, err.decode()

@@ -19,9 +19,10 @@ import logging
 import queue
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import orjson
 import sqlalchemy as sa
@@ -184,6 +185,26 @@ def validate_csv_row(fields: list[str], indexes: tuple[int, int, int, int, int |
 
 # --- the writer thread ------------------------------------------------------------------------------
 
+APPLICATION_NAME = "eventsapp import-csv"
+
+
+@contextmanager
+def _connect(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection that pg_stat_activity shows as the import's (for operators, and for tests that must
+    know when a killed import's sessions are gone); the name is reset before it returns to the pool."""
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f"SET application_name = '{APPLICATION_NAME}'")
+        connection.commit()
+        try:
+            yield connection
+        finally:
+            try:
+                connection.rollback()
+                connection.exec_driver_sql("RESET application_name")
+                connection.commit()
+            except sa.exc.SQLAlchemyError:
+                pass  # a broken connection is discarded by the pool anyway
+
 
 def _find_rollups() -> Any:
     try:
@@ -208,7 +229,7 @@ class _Folder(threading.Thread):
 
     def run(self) -> None:
         try:
-            with self.engine.connect() as connection:
+            with _connect(self.engine) as connection:
                 while True:
                     self.pending.wait()
                     self.pending.clear()
@@ -231,7 +252,7 @@ class _Folder(threading.Thread):
         self.pending.set()
         if analyze:
             try:
-                with self.engine.connect() as connection, connection.begin():
+                with _connect(self.engine) as connection, connection.begin():
                     self.rollups.analyze_rollups(connection)
             except Exception:  # noqa: BLE001
                 log.warning("refreshing the rollups' statistics failed; autovacuum will", exc_info=True)
@@ -289,7 +310,7 @@ class _Writer:
         from ..ingest.service import write_events
 
         try:
-            with self.engine.connect() as connection:
+            with _connect(self.engine) as connection:
                 while True:
                     item = self.batches.get()
                     if item is None:
@@ -481,7 +502,7 @@ def _first_line(exc: sa.exc.DBAPIError) -> str:
 
 def _import_with_key(engine, sources, totals, started, idempotency_key, batch_size, skip_invalid,
                      rejects_path, on_progress, on_reject, project_tz) -> ImportResult:
-    with engine.connect() as connection:
+    with _connect(engine) as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT")
         if idempotency_key is not None:
             _lock_key(connection, idempotency_key)
