@@ -128,6 +128,15 @@ def test_error_names_message_index_and_segment_field(client, engine):
     assert stored_count(engine) == 0
 
 
+def test_a_type_that_is_not_a_string_is_named_not_a_crash(client, engine):
+    body = {"batch": [{"type": ["track"], "event": "e", "userId": "u"}, {"type": {"a": 1}, "userId": "u"}]}
+    response = client.post("/v1/batch", json=body)
+    assert response.status_code == 400
+    errors = response.get_json()["errors"]["json"]["batch"]
+    assert set(errors) == {"0", "1"} and all("type" in errors[index] for index in errors)
+    assert stored_count(engine) == 0
+
+
 def test_clock_skew_is_corrected_from_sent_at(client, engine):
     """A device clock three days fast: occurred_at = received_at - (sentAt - timestamp)."""
     device_now = datetime.now(timezone.utc) + timedelta(days=3)

@@ -197,7 +197,7 @@ def segment_message_to_row(
         errors["_schema"] = [f"A message must be at most {SEGMENT_MAX_MESSAGE_BYTES} bytes as JSON, got {size}."]
 
     kind = message_type or message.get("type")
-    if kind not in SEGMENT_TYPES:
+    if not isinstance(kind, str) or kind not in SEGMENT_TYPES:
         errors["type"] = [f"Must be one of: {', '.join(SEGMENT_TYPES)}."]
         return None, errors
     event_type = message.get("event") if kind == "track" else SEGMENT_TYPES[kind]
