@@ -1,10 +1,10 @@
 """Import events from CSV sources through the one write path, exactly once, resumably.
 
 Rows are parsed and validated (``ingest.rules``, the rules of ``POST /events``) in the calling thread
-while a writer thread stores the previous batch with ``ingest.service.write_events``, one transaction
+while two writer threads store earlier batches with ``ingest.service.write_events``, one transaction
 per batch, so Python's work overlaps PostgreSQL's. A batch is visible to readers as soon as it commits.
 An interrupted import leaves only whole batches behind; running it again skips the events already
-stored (dedupe by event_id) and reports them as duplicates. A third thread folds the rollup outbox
+stored (dedupe by event_id) and reports them as duplicates. Another thread folds the rollup outbox
 (``stats.rollups.fold_outbox``) while batches are still arriving, and once more after the last one.
 
 With an idempotency key the key is held by a session advisory lock for the whole import and stored
