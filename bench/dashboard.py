@@ -104,7 +104,7 @@ def main() -> None:
             [str(BIN / "waitress-serve"), f"--listen=127.0.0.1:{args.port}", "--threads=8", "wsgi:app"],
             cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        wait_ready(args.port)
+        wait_ready(args.port, timeout=120)
         base = f"http://127.0.0.1:{args.port}/dashboard"
         results = []
         with sync_playwright() as playwright:

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+from ingest_http import BIN, REPO_ROOT, wait_ready  # noqa: E402  (this folder is sys.path[0])
 
 QUERIES = (
     ("DAU 30 days", "/stats/dau?from=2025-08-01&to=2025-08-30"),
@@ -41,20 +40,6 @@ VARIANTS = (
     ("property seg", "&segment=properties.platform=ios"),
     ("other tz", "&tz={other_tz}"),
 )
-
-
-def wait_ready(port: int, timeout: float = 120) -> None:
-    began = time.perf_counter()
-    while time.perf_counter() - began < timeout:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/ready")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit("server did not become ready")
 
 
 def pct(values: list[float], q: int) -> float:
@@ -117,7 +102,7 @@ def bench_size(rows: int, args, cache: Path) -> tuple[list[tuple], dict]:
             [str(BIN / "waitress-serve"), f"--listen=127.0.0.1:{args.port}", "--threads=4", "wsgi:app"],
             cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        wait_ready(args.port)
+        wait_ready(args.port, timeout=120)
         info["tables"] = table_rows(data_dir)
         results = []
         for variant, suffix in VARIANTS:
