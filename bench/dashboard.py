@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from queries import BIN, REPO_ROOT, csv_for, wait_ready  # noqa: E402
+from queries import BIN, REPO_ROOT, csv_for, server_env, wait_ready  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -87,10 +87,7 @@ def main() -> None:
     else:
         workdir = Path(tempfile.mkdtemp(prefix="eventsapp-bench-dashboard-"))
         data_dir = workdir / "pgdata"
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update({"EVENTSAPP_DATA_DIR": str(data_dir), "EVENTSAPP_AUTH": "off", "EVENTSAPP_LOG_LEVEL": "WARNING",
-                "EVENTSAPP_TIMEZONE": args.project_tz, "EVENTSAPP_RATE_LIMIT_STATS": "1000000/minute",
-                "FLASK_APP": "wsgi:app"})
+    env = server_env(data_dir, args.project_tz)
     server = None
     import_note = "reused"
     try:

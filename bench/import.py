@@ -31,6 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from queries import csv_for  # noqa: E402  (this folder is sys.path[0])
+
 REFERENCE_SCHEMA = """
 DROP TABLE IF EXISTS bench_ref_plain, bench_ref_indexed;
 CREATE TABLE bench_ref_plain (event_id text, occurred_at text, user_id text, event_type text,
@@ -43,14 +45,6 @@ CREATE INDEX ON bench_ref_indexed (user_id, occurred_at);
 CREATE INDEX ON bench_ref_indexed USING gin (properties jsonb_path_ops);
 """
 COPY = "COPY {table} (event_id, occurred_at, user_id, event_type, properties) FROM STDIN (FORMAT csv, HEADER)"
-
-
-def generate(rows: int, folder: Path) -> Path:
-    path = folder / f"events-{rows}-seed1.csv"
-    if not path.exists():
-        subprocess.run([sys.executable, str(REPO / "data" / "generate_events.py"), "--rows", str(rows),
-                        "--seed", "1", "--out", str(path)], check=True)
-    return path
 
 
 def without_repeats(path: Path) -> Path:
@@ -162,7 +156,7 @@ def main() -> int:
     sizes = [int(size) for size in args.rows.split(",")]
     files = Path(args.data)
     files.mkdir(parents=True, exist_ok=True)
-    paths = {rows: generate(rows, files) for rows in sizes}
+    paths = {rows: csv_for(rows, files) for rows in sizes}
     unique = {rows: without_repeats(path) for rows, path in paths.items()}
 
     env = dict(os.environ, PYTHONUNBUFFERED="1", EVENTSAPP_LOG_LEVEL="WARNING")

