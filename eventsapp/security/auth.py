@@ -7,8 +7,6 @@ rate-limit budget. SDK blueprints carry the key in the body; their views call ``
 
 from __future__ import annotations
 
-import logging
-
 from flask import Flask, current_app, g, request
 
 from ..errors import ApiError
@@ -19,8 +17,6 @@ from .limits import charge, check_auth_failures, count_auth_failure
 from .policy import METRICS_ENDPOINT, METRICS_SCOPE, UNMAPPED_SCOPE, Access, access_for
 
 __all__ = ["METRICS_ENDPOINT", "METRICS_SCOPE", "UNMAPPED_SCOPE", "authenticate", "required_scope"]
-
-log = logging.getLogger(__name__)
 
 _cache = KeyCache()
 

@@ -43,15 +43,15 @@ def _identifiers(budget: str, who: str) -> tuple[str, ...]:
     return (current_app.config.get("RATELIMIT_KEY_PREFIX") or "eventsapp", budget, who)
 
 
-def _seconds_until_free(item: RateLimitItem, identifiers: tuple[str, ...]) -> int:
-    reset_at = limiter.limiter.get_window_stats(item, *identifiers).reset_time
-    return max(1, math.ceil(reset_at - time.time()))
-
-
-def _count_refusal(budget: str) -> None:
+def _too_many(budget: str, item: RateLimitItem, identifiers: tuple[str, ...], reason: str) -> ApiError:
+    """The 429 for ``budget``, counted in eventsapp_rate_limited_total, with the seconds until a slot frees."""
     counter = current_app.extensions.get("eventsapp_rate_limited")
     if counter is not None:
         counter.labels(budget).inc()
+    reset_at = limiter.limiter.get_window_stats(item, *identifiers).reset_time
+    retry_after = max(1, math.ceil(reset_at - time.time()))
+    return ApiError(f"{reason}; retry after {retry_after} s.", status_code=429,
+                    headers={"Retry-After": str(retry_after)})
 
 
 def charge(identity: KeyIdentity) -> None:
@@ -80,13 +80,7 @@ def charge(identity: KeyIdentity) -> None:
         "X-RateLimit-Reset": str(math.ceil(stats.reset_time)),
     }
     if refused is not None:
-        _count_refusal(budget)
-        retry_after = _seconds_until_free(refused, identifiers)
-        raise ApiError(
-            f"Rate limit exceeded ({refused}); retry after {retry_after} s.",
-            status_code=429,
-            headers={"Retry-After": str(retry_after)},
-        )
+        raise _too_many(budget, refused, identifiers, f"Rate limit exceeded ({refused})")
 
 
 def check_auth_failures() -> None:
@@ -94,13 +88,7 @@ def check_auth_failures() -> None:
     identifiers = _identifiers(AUTH_FAILURES, _client_address())
     for item in _limits("EVENTSAPP_RATE_LIMIT_AUTH_FAILURES"):
         if not limiter.limiter.test(item, *identifiers):
-            _count_refusal(AUTH_FAILURES)
-            retry_after = _seconds_until_free(item, identifiers)
-            raise ApiError(
-                f"Too many unknown API keys from this address; retry after {retry_after} s.",
-                status_code=429,
-                headers={"Retry-After": str(retry_after)},
-            )
+            raise _too_many(AUTH_FAILURES, item, identifiers, "Too many unknown API keys from this address")
 
 
 def count_auth_failure() -> None:
