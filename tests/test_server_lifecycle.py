@@ -110,15 +110,32 @@ def _ready(url: str) -> bool:
 
 
 @pytest.mark.slow
-def test_embedded_postgres_killed_under_load_is_restarted(data_dir, tmp_path):
+def test_embedded_postgres_killed_under_load_is_restarted(tmp_path):
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import faultproc
+
+    # Not under pytest's tmp tree, which another pytest session on the machine may reset to 0700 while
+    # PostgreSQL (the `pgserver` user when we are root) restarts in it.
+    root = Path(tempfile.mkdtemp(prefix="eventsapp-test-kill9-"))
+    root.chmod(0o755)
+    data_dir = root / "pgdata"
+    # `flask serve` with its log in a file (a pipe nobody reads would fill up and stall the server).
+    server = faultproc.ServerProcess(tmp_path, data_dir).wait_ready()
+    try:
+        _kill_postmaster_under_load(server, data_dir)
+    finally:
+        server.terminate()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _kill_postmaster_under_load(server, data_dir) -> None:
     import os
     import threading
     import time
 
-    import faultproc
-
-    # `flask serve` with its log in a file (a pipe nobody reads would fill up and stall the server).
-    server = faultproc.ServerProcess(tmp_path, data_dir).wait_ready()
     before = [make_event() for _ in range(20)]
     assert requests.post(f"{server.url}/events", json=before, timeout=30).status_code == 201
     statuses: list[int | str] = []
