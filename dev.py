@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import venv
@@ -47,14 +48,18 @@ def serve(args: list[str]) -> int:
         env["EVENTSAPP_AUTH"] = "off"
         print("auth is OFF for this local quick start (listening on 127.0.0.1 only); "
               "set EVENTSAPP_AUTH=required and create keys with `flask keys create` for anything shared.")
+    hint = f"Choose another with EVENTSAPP_PORT, e.g. EVENTSAPP_PORT={int(port) + 1} python3 dev.py serve"
+    if not _port_free(host, int(port)):
+        print(f"Error: Port {port} on {host} is already in use by another program. {hint}", file=sys.stderr)
+        return 1
     print("loading the sample data set (data/sample_events.csv) ...", flush=True)
     subprocess.run(
         [str(PYTHON), "-m", "flask", "import-csv", "data/sample_events.csv", "-k", "sample-v1", "--quiet"],
         cwd=ROOT, env=env, check=True,
     )
-    print(f"eventsapp on http://{host}:{port}/  (API docs: /docs, dashboard: /dashboard; Ctrl-C stops)", flush=True)
-    # `flask serve` is waitress with the app's settings and a graceful stop on SIGTERM/SIGINT.
-    command = [str(PYTHON), "-m", "flask", "serve", "--host", host, "--port", port, *args]
+    # `flask serve` is waitress with the app's settings and a graceful stop on SIGTERM/SIGINT. It prints
+    # the URL once it listens, and says which port is taken (with our hint) if another program took it.
+    command = [str(PYTHON), "-m", "flask", "serve", "--host", host, "--port", port, "--port-hint", hint, *args]
     server = subprocess.Popen(command, cwd=ROOT, env=env)
     signal.signal(signal.SIGTERM, lambda signum, frame: server.send_signal(signal.SIGTERM))
     while True:
@@ -62,6 +67,17 @@ def serve(args: list[str]) -> int:
             return server.wait()
         except KeyboardInterrupt:
             continue  # Ctrl-C reached the server too; wait while it stops its database
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Whether we could listen on host:port (checked before the sample import, so a taken port fails fast)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as waitress binds
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def test(args: list[str]) -> int:

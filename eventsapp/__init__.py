@@ -1,7 +1,6 @@
 """eventsapp: product analytics on PostgreSQL."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -11,9 +10,10 @@ from flask import Blueprint, Flask
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: read settings, pick the database, bind extensions, register blueprints."""
     from . import config as settings_module
+    from . import observability
     from .database import MIGRATIONS_DIR, SchemaGate, resolve_database_url, upgrade_embedded_schema
-    from .errors import register_error_handlers
-    from .extensions import api, db, metrics, migrate
+    from .errors import EventsApi, register_error_handlers
+    from .extensions import db, migrate
 
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -21,17 +21,19 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings.update(config or {})
     app.config.update(settings_module.flask_settings(settings))
     app.config.update(settings)
-    _configure_logging(app.config["EVENTSAPP_LOG_LEVEL"])
+    observability.configure_logging(
+        observability.effective_log_level(app.config["EVENTSAPP_LOG_LEVEL"], serving=False)
+    )
 
     app.config["SQLALCHEMY_DATABASE_URI"] = resolve_database_url(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
-    api.init_app(app)
-    metrics.init_app(app)
-    from . import observability, security
-    observability.init_app(app)  # request ids + JSON logs first, so every later hook is covered
-    security.init_app(app)  # API keys, rate limits, OpenAPI security; before blueprints are registered
+    api = EventsApi(app)
     app.extensions["eventsapp_schema_gate"] = SchemaGate()
+    from . import security
+    observability.init_app(app)  # request ids first, so every later hook is covered; /metrics
+    # Schema gate, API keys, rate limits, OpenAPI security; before blueprints are registered.
+    security.init_app(app, api)
 
     _register_blueprints(app, api)
     register_error_handlers(app)
@@ -39,6 +41,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     if app.config.get("EVENTSAPP_EMBEDDED"):
         upgrade_embedded_schema(app)
+    if not observability.in_cli_command():
+        observability.announce_start(app)  # `flask serve` announces when it starts serving
     return app
 
 
@@ -71,9 +75,3 @@ def _register_cli(app: Flask) -> None:
     from .importer.cli import import_csv_command
     app.cli.add_command(import_csv_command)
 
-
-def _configure_logging(level: str) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root.setLevel(level)

@@ -51,7 +51,8 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "EVENTSAPP_MAX_BODY_BYTES": _int(env, "EVENTSAPP_MAX_BODY_BYTES", 20 * 1024 * 1024),
         "EVENTSAPP_TIMEZONE": env.get("EVENTSAPP_TIMEZONE") or "UTC",
         "EVENTSAPP_QUERY_TIMEOUT_MS": _int(env, "EVENTSAPP_QUERY_TIMEOUT_MS", 10_000),
-        "EVENTSAPP_LOG_LEVEL": (env.get("EVENTSAPP_LOG_LEVEL") or "INFO").upper(),
+        # Unset: INFO when serving, WARNING for other CLI commands (observability.effective_log_level).
+        "EVENTSAPP_LOG_LEVEL": (env.get("EVENTSAPP_LOG_LEVEL") or "").strip().upper() or None,
         # Hardening: auth, rate limits, serving. Auth and limits are read from app.config per request.
         "EVENTSAPP_AUTH": _choice(env, "EVENTSAPP_AUTH", "required", ("required", "off")),
         "EVENTSAPP_METRICS_AUTH": _choice(env, "EVENTSAPP_METRICS_AUTH", "off", ("required", "off")),
@@ -64,6 +65,10 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "EVENTSAPP_THREADS": _int(env, "EVENTSAPP_THREADS", 8),
         "EVENTSAPP_CHANNEL_TIMEOUT": _int(env, "EVENTSAPP_CHANNEL_TIMEOUT", 30),
         "EVENTSAPP_SHUTDOWN_TIMEOUT": _int(env, "EVENTSAPP_SHUTDOWN_TIMEOUT", 30),
+        # Slow clients: a whole request (headers and body) must arrive within this many seconds of its
+        # first byte, and one client IP may hold this many connections (0: no limit; behind a proxy).
+        "EVENTSAPP_REQUEST_READ_TIMEOUT": _int(env, "EVENTSAPP_REQUEST_READ_TIMEOUT", 60),
+        "EVENTSAPP_MAX_CONNECTIONS_PER_IP": _int(env, "EVENTSAPP_MAX_CONNECTIONS_PER_IP", 20),
     }
 
 

@@ -65,7 +65,9 @@ def resolve_database_url(app: Flask) -> str:
     if app.config.get("DATABASE_URL"):
         return app.config["DATABASE_URL"]
     app.config["EVENTSAPP_EMBEDDED"] = True
-    return embedded_pg.start(app.config["EVENTSAPP_DATA_DIR"])
+    url = embedded_pg.start(app.config["EVENTSAPP_DATA_DIR"])
+    embedded_pg.keep_alive(app.config["EVENTSAPP_DATA_DIR"])  # restarted after a crash (kill -9, OOM)
+    return url
 
 
 def upgrade_embedded_schema(app: Flask) -> None:

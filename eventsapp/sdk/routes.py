@@ -12,9 +12,8 @@ from flask import Response, current_app, request
 from flask_smorest import Blueprint
 from prometheus_client import Counter
 
-from ..errors import ErrorResponseSchema
+from ..errors import document_errors
 from ..extensions import db
-from ..health.checks import require_schema_at_head
 from ..ingest import rules
 from ..ingest.body import read_json_body
 from ..security import authenticate, key_from_headers
@@ -82,17 +81,11 @@ def _count(sdk: str):
 
 
 for _blp, _sdk in ((segment_blp, "segment"), (posthog_blp, "posthog")):
-    _blp.before_request(require_schema_at_head)
     _blp.after_request(_count(_sdk))
 
 
 def _document_errors(blp: Blueprint):
-    def decorate(view):
-        for status, description in _ERRORS.items():
-            view = blp.alt_response(status, schema=ErrorResponseSchema, description=description)(view)
-        return view
-
-    return decorate
+    return document_errors(blp, _ERRORS)
 
 
 def _segment(message_type: str | None) -> dict:

@@ -1,33 +1,22 @@
-"""Who may call what: the scope each blueprint needs, and the request hook that enforces it."""
+"""Who may call what: the request hooks that gate, authenticate and charge each request.
+
+Order per request (``init_auth``): the schema gate (503 until migrated: nothing below may touch a
+table that is not there yet), then the key check for header-key blueprints, which also charges the
+rate-limit budget. SDK blueprints carry the key in the body; their views call ``authenticate``.
+"""
 
 from __future__ import annotations
-
-import logging
 
 from flask import Flask, current_app, g, request
 
 from ..errors import ApiError
 from ..extensions import db
+from ..health.checks import require_schema_at_head
 from .keys import ANONYMOUS, KeyCache, KeyIdentity
-from .limits import check_auth_failures, count_auth_failure
+from .limits import charge, check_auth_failures, count_auth_failure
+from .policy import METRICS_ENDPOINT, METRICS_SCOPE, UNMAPPED_SCOPE, Access, access_for
 
-log = logging.getLogger(__name__)
-
-# The one table of who needs what, by blueprint name. None = open to everyone.
-# SDK blueprints read the key from the body, so their views call ``authenticate`` themselves.
-BLUEPRINT_SCOPES: dict[str, str | None] = {
-    "ingest": "ingest",
-    "stats": "read",
-    "health": None,
-    "api-docs": None,
-    "docs_assets": None,
-    "dashboard": None,
-}
-AUTHENTICATE_IN_VIEW: dict[str, str] = {"sdk_segment": "ingest", "sdk_posthog": "ingest"}
-# Blueprints nobody listed above need a key with this scope: new endpoints are closed until mapped.
-UNMAPPED_SCOPE = "admin"
-METRICS_ENDPOINT = "prometheus_metrics"
-METRICS_SCOPE = "read"
+__all__ = ["METRICS_ENDPOINT", "METRICS_SCOPE", "UNMAPPED_SCOPE", "authenticate", "required_scope"]
 
 _cache = KeyCache()
 
@@ -45,14 +34,6 @@ def key_from_headers() -> str | None:
     return request.headers.get("X-API-Key", "").strip() or None
 
 
-def key_from_basic_auth() -> str | None:
-    """The username of ``Authorization: Basic`` (Segment's SDKs send ``WRITEKEY:``), if any."""
-    authorization = request.authorization
-    if authorization is not None and authorization.type == "basic" and authorization.username:
-        return authorization.username
-    return None
-
-
 def auth_enabled() -> bool:
     return current_app.config.get("EVENTSAPP_AUTH", "required") != "off"
 
@@ -61,14 +42,27 @@ def authenticate(raw_key: str | None, scope: str) -> KeyIdentity:
     """Return the identity of ``raw_key`` if it may use ``scope``.
 
     Raises ApiError 401 for a missing, unknown or revoked key and 403 for a key without the scope.
-    With EVENTSAPP_AUTH=off, returns an anonymous identity at once. Sets ``g.api_key_name`` so logs
-    and the rate limiter know the caller.
+    With EVENTSAPP_AUTH=off, returns an anonymous identity at once. Then charges the request's
+    rate-limit budget to that identity (429 when spent): refusals above cost no budget. Sets
+    ``g.api_key_name`` so the access log names the caller.
     """
+    identity = _identify(raw_key, scope)
+    charge(identity)
+    return identity
+
+
+def _identify(raw_key: str | None, scope: str) -> KeyIdentity:
     if not auth_enabled():
         return ANONYMOUS
     if not raw_key:
         raise _unauthorized("API key required: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.")
     check_auth_failures()
+    header_key = key_from_headers()
+    if header_key is not None and header_key != raw_key:
+        # One identity per request: a second key beside the one used would otherwise be a free oracle
+        # (looked up, never counted) or a way to spend another key's budget.
+        count_auth_failure()
+        raise _unauthorized("The request carries two different API keys; send one.")
     identity = _cache.lookup(db.engine, raw_key, current_app.config.get("EVENTSAPP_KEY_CACHE_SECONDS", 5))
     if identity is None:
         count_auth_failure()
@@ -81,37 +75,37 @@ def authenticate(raw_key: str | None, scope: str) -> KeyIdentity:
     return identity
 
 
+def _access_for(endpoint: str | None, blueprint: str | None) -> Access | None:
+    metrics_auth = endpoint == METRICS_ENDPOINT and current_app.config.get("EVENTSAPP_METRICS_AUTH") == "required"
+    return access_for(endpoint, blueprint, metrics_auth)
+
+
+def _access() -> Access | None:
+    return _access_for(request.endpoint, request.blueprint)
+
+
 def required_scope(endpoint: str | None, blueprint: str | None) -> str | None:
     """The scope a request needs before its view runs, or None when it is open (or checked in the view)."""
-    if endpoint is None:  # 404 and 405 answer the same with or without a key
+    access = _access_for(endpoint, blueprint)
+    if access is None or access.key_in_body:
         return None
-    if endpoint == METRICS_ENDPOINT:
-        return METRICS_SCOPE if current_app.config.get("EVENTSAPP_METRICS_AUTH") == "required" else None
-    if blueprint is None:
-        return None if endpoint == "static" else UNMAPPED_SCOPE
-    if blueprint in AUTHENTICATE_IN_VIEW:
-        return None
-    return BLUEPRINT_SCOPES.get(blueprint, UNMAPPED_SCOPE)
+    return access.scope
+
+
+def _gate_schema() -> None:
+    access = _access()
+    if access is not None and access.needs_schema:
+        require_schema_at_head()
 
 
 def _authorize_request() -> None:
-    if not auth_enabled():
-        return
-    blueprint = request.blueprint
-    if blueprint in AUTHENTICATE_IN_VIEW:
-        # Let the limiter count this caller per key when the SDK sent it as a header; the view
-        # authenticates whatever key the body carries.
-        raw_key = key_from_headers() or key_from_basic_auth()
-        if raw_key:
-            identity = _cache.lookup(
-                db.engine, raw_key, current_app.config.get("EVENTSAPP_KEY_CACHE_SECONDS", 5)
-            )
-            if identity is not None:
-                g.api_key_name = identity.name
-        return
-    scope = required_scope(request.endpoint, blueprint)
-    if scope is not None:
-        g.api_identity = authenticate(key_from_headers(), scope)
+    access = _access()
+    if access is None or access.key_in_body:
+        return  # no route (404/405), or the view authenticates the key its body carries
+    if access.scope is not None and auth_enabled():
+        g.api_identity = authenticate(key_from_headers(), access.scope)
+    elif access.budget is not None:
+        charge(ANONYMOUS)
 
 
 def clear_cache() -> None:
@@ -120,9 +114,6 @@ def clear_cache() -> None:
 
 
 def init_auth(app: Flask) -> None:
-    # Runs before the rate limiter's hook (registered later), so limits count per key.
+    # The gate first: with an unmigrated database, auth's key lookup would fail on a missing table.
+    app.before_request(_gate_schema)
     app.before_request(_authorize_request)
-    if app.config.get("EVENTSAPP_AUTH") == "off":
-        log.warning(
-            "EVENTSAPP_AUTH=off: every endpoint is open to anyone who can reach it; use only locally."
-        )

@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -124,15 +125,16 @@ class KeyCache:
 
     max_entries = 10_000
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._entries: dict[str, tuple[float, KeyIdentity | None]] = {}
         self._lock = threading.Lock()
+        self.clock = clock  # tests move it forward instead of sleeping through the window
 
     def lookup(self, engine: sa.Engine, raw_key: str, ttl: float) -> KeyIdentity | None:
         if ttl <= 0:
             return find_key(engine, raw_key)
         cache_key = hash_secret(raw_key)
-        now = time.monotonic()
+        now = self.clock()
         entry = self._entries.get(cache_key)
         if entry is not None and entry[0] > now:
             return entry[1]

@@ -5,13 +5,10 @@ from __future__ import annotations
 from apispec import BasePlugin
 from flask_smorest import Api
 
-from .auth import AUTHENTICATE_IN_VIEW, BLUEPRINT_SCOPES, UNMAPPED_SCOPE
-from .limits import BUDGETS
+from ..errors import RETRY_AFTER_HEADER
+from .policy import BLUEPRINTS, UNMAPPED
 
 SECURITY = [{"bearerAuth": []}, {"apiKeyHeader": []}]
-_RETRY_AFTER = {
-    "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
-}
 
 
 class SecurityPlugin(BasePlugin):
@@ -25,8 +22,8 @@ class SecurityPlugin(BasePlugin):
         if rule is None or not operations:
             return
         blueprint = rule.endpoint.rpartition(".")[0]
-        scope = AUTHENTICATE_IN_VIEW.get(blueprint) or BLUEPRINT_SCOPES.get(blueprint, UNMAPPED_SCOPE)
-        limited = any(blueprint in names for _, names in BUDGETS.values())
+        access = BLUEPRINTS.get(blueprint, UNMAPPED)
+        scope, limited = access.scope, access.budget is not None
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
             if scope is not None:
@@ -39,7 +36,7 @@ class SecurityPlugin(BasePlugin):
                     "429",
                     "TOO_MANY_REQUESTS",
                     "Rate limit for this key (or client IP) exceeded; honour Retry-After.",
-                    _RETRY_AFTER,
+                    RETRY_AFTER_HEADER,
                 )
 
     def _add(self, responses: dict, status: str, component: str, description: str, headers=None) -> None:

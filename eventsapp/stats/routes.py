@@ -8,9 +8,8 @@ from flask_smorest import Blueprint
 from marshmallow import RAISE
 from webargs.flaskparser import FlaskParser
 
-from ..errors import ApiError, ErrorResponseSchema
+from ..errors import ApiError, document_errors
 from ..extensions import db
-from ..health.checks import require_schema_at_head
 from . import queries
 from .schemas import (DauArgs, DauRowSchema, RetentionArgs, RetentionRowSchema, SummaryArgs, SummarySchema,
                       TopEventRowSchema, TopEventsArgs)
@@ -35,7 +34,6 @@ class _StatsBlueprint(Blueprint):
 
 blp = _StatsBlueprint("stats", __name__, url_prefix="/stats",
                       description="Analytics in any timezone: DAU, top events, retention, summary.")
-blp.before_request(require_schema_at_head)
 
 _ERRORS = {
     400: "A malformed parameter (errors.query names it): unknown timezone or segment, `from` after `to`, "
@@ -45,10 +43,7 @@ _ERRORS = {
 }
 
 
-def _document_errors(view):
-    for status, description in _ERRORS.items():
-        view = blp.alt_response(status, schema=ErrorResponseSchema, description=description)(view)
-    return view
+_document_errors = document_errors(blp, _ERRORS)
 
 
 def _answer(question, **arguments: Any):
