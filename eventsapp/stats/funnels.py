@@ -1,0 +1,440 @@
+"""Funnels: of the users who did step 1, how many went on to do step 2, then step 3, within a window.
+
+Definitions (README "Funnels" states them for users):
+
+- An **attempt** starts at any event matching step 1 whose local date (``AT TIME ZONE tz``, computed by
+  PostgreSQL) is in [from, to]; later steps may fall after ``to``. Its window closes ``window`` exact
+  seconds after the entry event (inclusive).
+- ``ordered``: step k+1 is completed by the earliest event, other than those already used by the attempt,
+  matching it at or after step k's time and inside the window. Events sharing a timestamp may complete
+  consecutive steps; when several events of one timestamp could, they are assigned so that as many
+  consecutive steps as possible complete at that timestamp (a small bipartite matching), so one event
+  never completes two steps and the answer does not depend on how ties are stored.
+- ``strict``: as ordered, and the attempt stops when another event of the user (any event in scope, not
+  only funnel events) lies strictly between two consecutive steps.
+- ``any``: the entry is step 1; the attempt reached k when k of the n steps (entry included) were
+  completed inside the window, each by a distinct event (a maximum matching of events to steps 2..n, grown
+  event by event in time order; the k-th completion time is when the matching first reached k).
+- ``exclude FILTER@i-j``: an event matching FILTER, not one of the attempt's step events, strictly after
+  step i and strictly before step j (or, when step j was not reached, up to the window's end) voids the
+  attempt. An attempt that did not reach step i is not affected.
+- A user counts once, at the furthest step any non-void attempt reached; the reported attempt (times,
+  breakdown value) is the earliest entry that reached it.
+
+Two implementations of the same definition: ``_ordered_sql`` (ordered, steps that no single event can
+match twice, no exclusions: the common case, computed by window functions in PostgreSQL) and
+``_general`` (every case: a pass in Python over the user's funnel events streamed in time order).
+"""
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from itertools import groupby
+from typing import Any
+
+import sqlalchemy as sa
+
+from .funnel_schemas import Exclusion, StepFilter
+from .queries import Scope
+from .schemas import Segment
+
+RATIO_PLACES = 4
+SECONDS_PLACES = 3
+STREAM_ROWS = 20000
+
+
+# --- SQL helpers ----------------------------------------------------------------------------------
+
+
+def _conditions_sql(conditions: Iterable[Segment], params: dict[str, Any], prefix: str) -> str:
+    """``cond AND cond ...`` over bound parameters; TRUE when there are none."""
+    parts = []
+    for i, condition in enumerate(conditions):
+        name = f"{prefix}_{i}"
+        params[name] = condition.value
+        if condition.kind == "event_type":
+            parts.append(f"event_type = :{name}")
+        else:
+            params[f"{name}_key"] = condition.key
+            parts.append(f"(properties ->> :{name}_key) = :{name}")
+    return "(" + (" AND ".join(parts) or "TRUE") + ")"
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    """Instants to read: every entry lies in [lo, entry_hi) and every event an attempt can use in [lo, hi)."""
+
+    lo: datetime
+    hi: datetime
+
+
+def _bounds(connection: sa.Connection, tz: str, first: date, last: date, window: int) -> _Bounds:
+    # PostgreSQL places local midnights; a day of margin on each side keeps every event whose local date
+    # is in range (the local date itself is checked per event), whatever a DST change does to midnight.
+    lo, hi = connection.execute(sa.text(
+        "SELECT (CAST(:first AS timestamp) AT TIME ZONE :tz) - interval '1 day',"
+        " (CAST(:after AS timestamp) AT TIME ZONE :tz) + interval '1 day' + make_interval(secs => :window)"),
+        {"tz": tz, "first": first, "after": last + timedelta(days=1), "window": window}).one()
+    return _Bounds(lo, hi)
+
+
+def _entry_sql() -> str:
+    return "(occurred_at AT TIME ZONE :tz)::date BETWEEN :first AND :last"
+
+
+# --- the question ---------------------------------------------------------------------------------
+
+
+def funnel(connection: sa.Connection, scope: Scope, *, from_: date, to: date, step: Sequence[StepFilter],
+           window: int = 86400, order: str = "ordered", exclude: Sequence[Exclusion] = (),
+           breakdown: str | None = None, limit: int = 25) -> list[dict]:
+    """Return one row per (breakdown group, step): users reaching at least that step, conversion from
+    step 1 and from the previous step (4 decimals), median and mean seconds from the previous step.
+
+    Groups: without a breakdown one group (``group`` "value", ``breakdown`` null); with
+    ``breakdown=properties.KEY`` the top ``limit`` values of KEY on the counted attempts' entry events
+    (by users, then value by code point), then ``other`` (the remaining values) and ``none`` (missing,
+    null or empty), each only when it has users.
+    """
+    steps = tuple(step)
+    key = breakdown[len("properties."):] if breakdown else None
+    bounds = _bounds(connection, scope.tz, from_, to, window)
+    params: dict[str, Any] = {"tz": scope.tz, "first": from_, "last": to, "lo": bounds.lo, "hi": bounds.hi,
+                              "window": window, "limit": limit, "bkey": key}
+    disjoint = all(a.disjoint_from(b) for i, a in enumerate(steps) for b in steps[i + 1:])
+    if order == "ordered" and disjoint and not exclude:
+        groups = _ordered_sql(connection, scope, steps, params, breakdown=key is not None)
+    else:
+        users = _general(connection, scope, steps, params, order=order, window=window, exclude=exclude,
+                         breakdown=key is not None)
+        groups = _aggregate(users, len(steps), limit, breakdown=key is not None)
+    return _rows(groups, steps)
+
+
+@dataclass
+class _Group:
+    group: str  # value | other | none
+    value: str | None
+    users: list[int]  # users reaching at least step k+1
+    median: list[float | None]  # seconds from the previous step, index k for step k+1
+    avg: list[float | None]
+
+
+def _rows(groups: list[_Group], steps: Sequence[StepFilter]) -> list[dict]:
+    rows = []
+    for g in groups:
+        for k, step in enumerate(steps):
+            users = g.users[k]
+            first, previous = g.users[0], g.users[k - 1] if k else g.users[0]
+            rows.append({
+                "step": k + 1, "filter": step.text, "group": g.group, "breakdown": g.value, "users": users,
+                "from_start": round(users / first, RATIO_PLACES) if first else 0.0,
+                "from_previous": round(users / previous, RATIO_PLACES) if previous else 0.0,
+                "median_seconds": None if g.median[k] is None else round(g.median[k], SECONDS_PLACES),
+                "avg_seconds": None if g.avg[k] is None else round(g.avg[k], SECONDS_PLACES),
+            })
+    return rows
+
+
+def _order_groups(groups: list[_Group], ranks: dict[str | None, int]) -> list[_Group]:
+    kind_order = {"value": 0, "other": 1, "none": 2}
+    return sorted(groups, key=lambda g: (kind_order[g.group], ranks.get(g.value, 0)))
+
+
+# --- ordered funnels in SQL -----------------------------------------------------------------------
+
+
+def _ordered_sql(connection: sa.Connection, scope: Scope, steps: Sequence[StepFilter], params: dict[str, Any],
+                 *, breakdown: bool) -> list[_Group]:
+    """Ordered funnel whose steps no event can match twice, in one statement.
+
+    Each event matches at most one step, so step k+1 of an attempt is simply the earliest step-(k+1) event
+    at or after step k (events at the same instant are distinct events), and that depends only on step k's
+    time. Walking each user's events backwards in time, a window aggregate carries, for every step-k event,
+    the chain of times [t_k, t_k+1, ..., t_n] of the greedy completion that starts there: ``min`` over the
+    chains of the step-(k+1) events at or after it (arrays compare element by element, so the earliest
+    step k+1 wins). One pass per step; the entry's chain, cut at the window, is the attempt.
+    """
+    n = len(steps)
+    matches = [_conditions_sql(s.conditions, params, f"s{k}") for k, s in enumerate(steps)]
+    segment = _conditions_sql(scope.segments, params, "seg")
+    step_of = "CASE " + " ".join(f"WHEN {m} THEN {k + 1}" for k, m in enumerate(matches)) + " END"
+    bd = "NULLIF(properties ->> :bkey, '')" if breakdown else "NULL::text"
+    wanted = " OR ".join([f"({matches[0]} AND {_entry_sql()})", *matches[1:]])
+    layers = [f"""l{n} AS (
+        SELECT user_id, t, id, s, bd, CASE WHEN s = {n} THEN ARRAY[t] END AS c FROM (
+            SELECT user_id, occurred_at AS t, event_id AS id, {step_of} AS s, CASE WHEN {matches[0]} THEN {bd} END AS bd
+            FROM events
+            WHERE occurred_at >= :lo AND occurred_at < :hi AND {segment} AND ({wanted})
+        ) AS matched)"""]
+    for k in range(n - 1, 0, -1):
+        # Default frame with ORDER BY t DESC: every row at or after this one's time, same-instant peers too.
+        layers.append(f"""l{k} AS (
+            SELECT user_id, t, id, s, bd,
+                   CASE WHEN s = {k} THEN ARRAY[t] || min(c) FILTER (WHERE s = {k + 1})
+                        OVER (PARTITION BY user_id ORDER BY t DESC) END AS c
+            FROM l{k + 1} WHERE s <= {k + 1})""")
+    reached = "CASE " + " ".join(f"WHEN c[{k}] <= c[1] + make_interval(secs => :window) THEN {k}"
+                                 for k in range(n, 1, -1)) + " ELSE 1 END"
+    gaps = ", ".join(
+        f"count(*) FILTER (WHERE reached >= {k}),"
+        f" percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM c[{k}] - c[{k - 1}]))"
+        f"   FILTER (WHERE reached >= {k}),"
+        f" avg(extract(epoch FROM c[{k}] - c[{k - 1}])) FILTER (WHERE reached >= {k})"
+        for k in range(2, n + 1))
+    sql = f"""
+        WITH {', '.join(layers)},
+        attempts AS (SELECT user_id, t, id, bd, c, {reached} AS reached FROM l1 WHERE s = 1),
+        counted AS (  -- the earliest entry (then the smallest event_id) reaching the furthest step
+            SELECT DISTINCT ON (user_id) user_id, bd, c, reached FROM attempts
+            ORDER BY user_id, reached DESC, t, id
+        ),
+        ranked AS (
+            SELECT bd, row_number() OVER (ORDER BY count(*) DESC, bd COLLATE "C") AS rank
+            FROM counted WHERE bd IS NOT NULL GROUP BY bd
+        ),
+        labelled AS (
+            SELECT CASE WHEN NOT :split THEN 'value' WHEN x.bd IS NULL THEN 'none' WHEN r.rank <= :limit THEN 'value' ELSE 'other' END AS grp,
+                   CASE WHEN r.rank <= :limit THEN x.bd END AS value, r.rank, x.c, x.reached
+            FROM counted x LEFT JOIN ranked r ON r.bd = x.bd
+        )
+        SELECT grp, value, min(rank), count(*), {gaps} FROM labelled GROUP BY grp, value
+    """
+    # Window aggregates over sorted per-user runs; hashing the final groups is cheap.
+    connection.exec_driver_sql("SET LOCAL enable_nestloop = off")
+    params = {**params, "split": breakdown}
+    groups = []
+    ranks: dict[str | None, int] = {}
+    for row in connection.execute(sa.text(sql), params):
+        grp, value, rank, total, *rest = row
+        users, median, avg = [int(total)], [None], [None]
+        for k in range(n - 1):
+            count, med, mean = rest[3 * k: 3 * k + 3]
+            users.append(int(count))
+            median.append(None if med is None else float(med))
+            avg.append(None if mean is None else float(mean))
+        groups.append(_Group(grp, value, users, median, avg))
+        ranks[value] = rank or 0
+    if not breakdown and not groups:
+        groups = [_Group("value", None, [0] * n, [None] * n, [None] * n)]
+    return _order_groups(groups, ranks)
+
+
+# --- every case in Python -------------------------------------------------------------------------
+
+
+@dataclass
+class _Event:
+    t: datetime
+    event_id: str
+    mask: int  # bit k: matches step k+1
+    xmask: int  # bit e: matches exclusion e
+    entry: bool
+    bd: str | None
+
+
+@dataclass
+class _Attempt:
+    entry: _Event
+    times: list[datetime] = field(default_factory=list)
+    used: set[str] = field(default_factory=set)
+
+
+def _general(connection: sa.Connection, scope: Scope, steps: Sequence[StepFilter], params: dict[str, Any], *,
+             order: str, window: int, exclude: Sequence[Exclusion], breakdown: bool) -> list[tuple]:
+    """Per user with a counted attempt: ``(reached, [t_1..t_reached], breakdown value)``.
+
+    Streams the user's events in scope between the first possible entry and the last window's end,
+    ordered by user and time: only those matching a step or an exclusion, or all of them for ``strict``
+    (any event between two steps breaks it).
+    """
+    step_sql = [_conditions_sql(s.conditions, params, f"s{k}") for k, s in enumerate(steps)]
+    excl_sql = [_conditions_sql(x.filter.conditions, params, f"x{e}") for e, x in enumerate(exclude)]
+    segment = _conditions_sql(scope.segments, params, "seg")
+    mask = " + ".join(f"(CASE WHEN {m} THEN {1 << k} ELSE 0 END)" for k, m in enumerate(step_sql))
+    xmask = " + ".join(f"(CASE WHEN {m} THEN {1 << e} ELSE 0 END)" for e, m in enumerate(excl_sql)) or "0"
+    wanted = "TRUE" if order == "strict" else " OR ".join(step_sql + excl_sql)
+    bd = "NULLIF(properties ->> :bkey, '')" if breakdown else "NULL::text"
+    sql = f"""
+        SELECT user_id, occurred_at, event_id::text, {mask}, {xmask},
+               COALESCE({step_sql[0]} AND {_entry_sql()}, FALSE), {bd}
+        FROM events
+        WHERE occurred_at >= :lo AND occurred_at < :hi AND {segment} AND ({wanted})
+        ORDER BY user_id, occurred_at, event_id
+    """
+    result = connection.execute(sa.text(sql), params,
+                                execution_options={"stream_results": True, "yield_per": STREAM_ROWS})
+    limit = timedelta(seconds=window)
+    counted = []
+    for _, rows in groupby(result, key=lambda r: r[0]):
+        events = [_Event(t, event_id, m or 0, x or 0, bool(entry), value)
+                  for _, t, event_id, m, x, entry, value in rows]
+        best = _best_attempt(events, len(steps), order, limit, exclude)
+        if best is not None:
+            counted.append((len(best.times), best.times, best.entry.bd))
+    return counted
+
+
+def _best_attempt(events: list[_Event], n: int, order: str, limit: timedelta,
+                  exclude: Sequence[Exclusion]) -> _Attempt | None:
+    """The earliest non-void attempt reaching the furthest step, or None when every attempt is void."""
+    best: _Attempt | None = None
+    instants = [list(g) for _, g in groupby(events, key=lambda e: e.t)]
+    for gi, group in enumerate(instants):
+        for entry in group:
+            if not entry.entry:
+                continue
+            attempt = (_any_order if order == "any" else _in_order)(instants, gi, entry, n, order, limit)
+            if _voided(attempt, events, exclude, limit):
+                continue
+            if best is None or len(attempt.times) > len(best.times):
+                best = attempt
+                if len(best.times) == n:
+                    return best
+    return best
+
+
+def _match(candidates: list[_Event], step: int, partner: dict[int, int]) -> bool:
+    """Kuhn's step from the step side: give ``step`` (a bit) an event of ``candidates``, moving events
+    already given to other steps where needed. ``partner`` (step -> candidate index) changes only on
+    success."""
+    owner = {i: s for s, i in partner.items()}
+
+    def augment(s: int, seen: set[int]) -> bool:
+        for i, event in enumerate(candidates):
+            if event.mask >> s & 1 and i not in seen:
+                seen.add(i)
+                if i not in owner or augment(owner[i], seen):
+                    partner[s] = i
+                    owner[i] = s
+                    return True
+        return False
+
+    return augment(step, set())
+
+
+def _in_order(instants: list[list[_Event]], gi: int, entry: _Event, n: int, order: str,
+              limit: timedelta) -> _Attempt:
+    attempt = _Attempt(entry, [entry.t], {entry.event_id})
+    end = entry.t + limit
+    here = gi
+    while len(attempt.times) < n:
+        group = instants[here]
+        if group[0].t > end:
+            break
+        candidates = [e for e in group if e.event_id not in attempt.used]
+        partner: dict[int, int] = {}
+        # As many consecutive steps as distinct events of this instant can complete.
+        for s in range(len(attempt.times), n):
+            if not _match(candidates, s, partner):
+                break
+        for s in sorted(partner):
+            attempt.times.append(group[0].t)
+            attempt.used.add(candidates[partner[s]].event_id)
+        if len(attempt.times) == n:
+            break
+        following = here + 1
+        if order == "ordered":  # skip instants without an event for the next step
+            wanted_bit = 1 << len(attempt.times)
+            while following < len(instants) and not any(e.mask & wanted_bit for e in instants[following]):
+                following += 1
+        elif following < len(instants) and not any(e.mask >> len(attempt.times) & 1 for e in instants[following]):
+            break  # strict: the next instant's events would lie between this step and the next
+        if following >= len(instants):
+            break
+        here = following
+    return attempt
+
+
+def _any_order(instants: list[list[_Event]], gi: int, entry: _Event, n: int, order: str,
+               limit: timedelta) -> _Attempt:
+    attempt = _Attempt(entry, [entry.t], {entry.event_id})
+    end = entry.t + limit
+    candidates: list[_Event] = []
+    partner: dict[int, int] = {}  # step (1..n-1, 0-based bit) -> index in candidates
+    for group in instants[gi:]:
+        if group[0].t > end:
+            break
+        for event in group:
+            if event is entry or not event.mask >> 1:
+                continue
+            candidates.append(event)
+            # The matching grows by one exactly when an augmenting path starts at the new event.
+            if _augment_from(candidates, len(candidates) - 1, partner, n):
+                attempt.times.append(event.t)
+            if len(attempt.times) == n:
+                break
+        if len(attempt.times) == n:
+            break
+    attempt.used |= {candidates[i].event_id for i in partner.values()}
+    return attempt
+
+
+def _augment_from(candidates: list[_Event], start: int, partner: dict[int, int], n: int) -> bool:
+    """Kuhn's step: find an augmenting path from candidate ``start`` to a free step (bits 1..n-1), and
+    flip it. ``partner`` is changed only along a path that succeeds."""
+
+    def visit(i: int, seen: set[int]) -> bool:
+        for s in range(1, n):
+            if candidates[i].mask >> s & 1 and s not in seen:
+                seen.add(s)
+                if s not in partner or visit(partner[s], seen):
+                    partner[s] = i
+                    return True
+        return False
+
+    return visit(start, set())
+
+
+def _voided(attempt: _Attempt, events: list[_Event], exclude: Sequence[Exclusion], limit: timedelta) -> bool:
+    reached = len(attempt.times)
+    end = attempt.entry.t + limit
+    for e, exclusion in enumerate(exclude):
+        if reached < exclusion.first:
+            continue
+        start = attempt.times[exclusion.first - 1]
+        stop = attempt.times[exclusion.last - 1] if reached >= exclusion.last else None
+        for event in events:
+            if not event.xmask >> e & 1 or event.event_id in attempt.used or event.t <= start:
+                continue
+            if (event.t < stop) if stop is not None else (event.t <= end):
+                return True
+    return False
+
+
+def _aggregate(users: list[tuple], n: int, limit: int, *, breakdown: bool) -> list[_Group]:
+    """Groups of per-user results, as ``_ordered_sql`` computes them in SQL."""
+    ranks: dict[str | None, int] = {}
+    if breakdown:
+        counts: dict[str, int] = {}
+        for _, _, value in users:
+            if value is not None:
+                counts[value] = counts.get(value, 0) + 1
+        for rank, value in enumerate(sorted(counts, key=lambda v: (-counts[v], v)), 1):
+            ranks[value] = rank
+    members: dict[tuple[str, str | None], list[tuple]] = {}
+    for reached, times, value in users:
+        if not breakdown:
+            label = ("value", None)
+        elif value is None:
+            label = ("none", None)
+        elif ranks[value] <= limit:
+            label = ("value", value)
+        else:
+            label = ("other", None)
+        members.setdefault(label, []).append((reached, times))
+    if not breakdown and not members:
+        members[("value", None)] = []
+    groups = []
+    for (grp, value), rows in members.items():
+        counts_k, median, avg = [], [], []
+        for k in range(n):
+            at = [times for reached, times in rows if reached > k]
+            counts_k.append(len(at))
+            gaps = [(times[k] - times[k - 1]).total_seconds() for times in at] if k else []
+            median.append(statistics.median(gaps) if gaps else None)
+            avg.append(statistics.fmean(gaps) if gaps else None)
+        groups.append(_Group(grp, value, counts_k, median, avg))
+    return _order_groups(groups, ranks)
