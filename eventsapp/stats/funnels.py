@@ -151,60 +151,82 @@ def _ordered_sql(connection: sa.Connection, scope: Scope, steps: Sequence[StepFi
     """Ordered funnel whose steps no event can match twice, in one statement.
 
     Each event matches at most one step, so step k+1 of an attempt is simply the earliest step-(k+1) event
-    at or after step k (events at the same instant are distinct events), and that depends only on step k's
-    time. Walking each user's events backwards in time, a window aggregate carries, for every step-k event,
-    the chain of times [t_k, t_k+1, ..., t_n] of the greedy completion that starts there: ``min`` over the
-    chains of the step-(k+1) events at or after it (arrays compare element by element, so the earliest
-    step k+1 wins). One pass per step; the entry's chain, cut at the window, is the attempt.
+    at or after step k (events at one instant are distinct events), and the greedy chain of times from any
+    event depends only on its time, and is later (step by step) for a later start. So, walking each user's
+    funnel events backwards in time, ``min`` over the step-(k+1) events at or after a step-k event of their
+    chains ``c_{k+1}..c_n`` is the chain of the earliest of them: one window pass per step, scalars only.
+    The entry's chain, cut at the window, is its attempt; per user, the attempts reaching the furthest
+    step are combined the same way (the earliest entry has the earliest chain).
     """
     n = len(steps)
-    matches = [_conditions_sql(s.conditions, params, f"s{k}") for k, s in enumerate(steps)]
     segment = _conditions_sql(scope.segments, params, "seg")
-    step_of = "CASE " + " ".join(f"WHEN {m} THEN {k + 1}" for k, m in enumerate(matches)) + " END"
-    bd = "NULLIF(properties ->> :bkey, '')" if breakdown else "NULL::text"
-    wanted = " OR ".join([f"({matches[0]} AND {_entry_sql()})", *matches[1:]])
-    layers = [f"""l{n} AS (
-        SELECT user_id, t, id, s, bd, CASE WHEN s = {n} THEN ARRAY[t] END AS c FROM (
-            SELECT user_id, occurred_at AS t, event_id AS id, {step_of} AS s, CASE WHEN {matches[0]} THEN {bd} END AS bd
-            FROM events
-            WHERE occurred_at >= :lo AND occurred_at < :hi AND {segment} AND ({wanted})
-        ) AS matched)"""]
+    window_end = "t + make_interval(secs => :window)"
+    # One index range per step (an index-only scan for event_type steps without a breakdown).
+    parts = []
+    for k, step in enumerate(steps, 1):
+        where = f"occurred_at >= :lo AND occurred_at < :hi AND {_conditions_sql(step.conditions, params, f's{k}')}"
+        where += f" AND {segment}" + (f" AND {_entry_sql()}" if k == 1 else "")
+        extra = ("event_id AS id, NULLIF(properties ->> :bkey, '') AS bd" if k == 1
+                 else "NULL::uuid AS id, NULL::text AS bd") if breakdown else ""
+        parts.append(f"SELECT user_id, occurred_at AS t, {k} AS s{', ' + extra if extra else ''}"
+                     f" FROM events WHERE {where}")
+    carry = ", id, bd" if breakdown else ""
+    chain = [f"c{j}" for j in range(2, n + 1)]
+    layers = [f"l{n} AS (SELECT user_id, t, s{carry}, "
+              + ", ".join(f"NULL::timestamptz AS c{j}" for j in range(2, n + 1))
+              + f" FROM ({' UNION ALL '.join(parts)}) AS matched)"]
+    over = 'OVER (PARTITION BY user_id COLLATE "C" ORDER BY t DESC)'  # peers (same instant) included
     for k in range(n - 1, 0, -1):
-        # Default frame with ORDER BY t DESC: every row at or after this one's time, same-instant peers too.
-        layers.append(f"""l{k} AS (
-            SELECT user_id, t, id, s, bd,
-                   CASE WHEN s = {k} THEN ARRAY[t] || min(c) FILTER (WHERE s = {k + 1})
-                        OVER (PARTITION BY user_id ORDER BY t DESC) END AS c
-            FROM l{k + 1} WHERE s <= {k + 1})""")
-    reached = "CASE " + " ".join(f"WHEN c[{k}] <= c[1] + make_interval(secs => :window) THEN {k}"
-                                 for k in range(n, 1, -1)) + " ELSE 1 END"
+        columns = []
+        for j in range(2, n + 1):
+            if j <= k:
+                columns.append(f"c{j}")
+            elif j == k + 1:
+                columns.append(f"CASE WHEN s = {k} THEN min(t) FILTER (WHERE s = {j}) {over} END AS c{j}")
+            else:
+                columns.append(f"CASE WHEN s = {k} THEN min(c{j}) FILTER (WHERE s = {k + 1}) {over} "
+                               f"ELSE c{j} END AS c{j}")
+        layers.append(f"l{k} AS (SELECT user_id, t, s{carry}, {', '.join(columns)} FROM l{k + 1} WHERE s <= {k + 1})")
+    reached = "CASE " + " ".join(f"WHEN c{k} <= {window_end} THEN {k}" for k in range(n, 1, -1)) + " ELSE 1 END"
+    best = "reached = furthest"
+    # Per user: the earliest entry reaching the furthest step; its chain is the minimum of those chains.
+    per_user = ", ".join([f"min(t) FILTER (WHERE {best}) AS c1",
+                          *(f"min(c{j}) FILTER (WHERE {best}) AS c{j}" for j in range(2, n + 1))])
+    if breakdown:
+        per_user += f", (array_agg(bd ORDER BY t, id) FILTER (WHERE {best}))[1] AS bd"
+    else:
+        per_user += ", NULL::text AS bd"
     gaps = ", ".join(
         f"count(*) FILTER (WHERE reached >= {k}),"
-        f" percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM c[{k}] - c[{k - 1}]))"
+        f" percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM c{k} - c{k - 1}))"
         f"   FILTER (WHERE reached >= {k}),"
-        f" avg(extract(epoch FROM c[{k}] - c[{k - 1}])) FILTER (WHERE reached >= {k})"
+        f" avg(extract(epoch FROM c{k} - c{k - 1})) FILTER (WHERE reached >= {k})"
         for k in range(2, n + 1))
-    sql = f"""
-        WITH {', '.join(layers)},
-        attempts AS (SELECT user_id, t, id, bd, c, {reached} AS reached FROM l1 WHERE s = 1),
-        counted AS (  -- the earliest entry (then the smallest event_id) reaching the furthest step
-            SELECT DISTINCT ON (user_id) user_id, bd, c, reached FROM attempts
-            ORDER BY user_id, reached DESC, t, id
-        ),
-        ranked AS (
+    if breakdown:
+        grouping = """ranked AS (
             SELECT bd, row_number() OVER (ORDER BY count(*) DESC, bd COLLATE "C") AS rank
             FROM counted WHERE bd IS NOT NULL GROUP BY bd
         ),
         labelled AS (
-            SELECT CASE WHEN NOT :split THEN 'value' WHEN x.bd IS NULL THEN 'none' WHEN r.rank <= :limit THEN 'value' ELSE 'other' END AS grp,
-                   CASE WHEN r.rank <= :limit THEN x.bd END AS value, r.rank, x.c, x.reached
+            SELECT CASE WHEN x.bd IS NULL THEN 'none' WHEN r.rank <= :limit THEN 'value' ELSE 'other' END AS grp,
+                   CASE WHEN r.rank <= :limit THEN x.bd END AS value, r.rank, x.*
             FROM counted x LEFT JOIN ranked r ON r.bd = x.bd
-        )
+        )"""
+    else:
+        grouping = "labelled AS (SELECT 'value' AS grp, NULL::text AS value, NULL::bigint AS rank, * FROM counted)"
+    sql = f"""
+        WITH {', '.join(layers)},
+        attempts AS (
+            SELECT user_id, t{carry}, {', '.join(chain)}, reached,
+                   max(reached) OVER (PARTITION BY user_id COLLATE "C") AS furthest
+            FROM (SELECT *, {reached} AS reached FROM l1 WHERE s = 1) AS entries
+        ),
+        counted AS (
+            SELECT max(furthest) AS reached, {per_user} FROM attempts GROUP BY user_id COLLATE "C"
+        ),
+        {grouping}
         SELECT grp, value, min(rank), count(*), {gaps} FROM labelled GROUP BY grp, value
     """
-    # Window aggregates over sorted per-user runs; hashing the final groups is cheap.
-    connection.exec_driver_sql("SET LOCAL enable_nestloop = off")
-    params = {**params, "split": breakdown}
     groups = []
     ranks: dict[str | None, int] = {}
     for row in connection.execute(sa.text(sql), params):
@@ -262,7 +284,7 @@ def _general(connection: sa.Connection, scope: Scope, steps: Sequence[StepFilter
                COALESCE({step_sql[0]} AND {_entry_sql()}, FALSE), {bd}
         FROM events
         WHERE occurred_at >= :lo AND occurred_at < :hi AND {segment} AND ({wanted})
-        ORDER BY user_id, occurred_at, event_id
+        ORDER BY user_id COLLATE "C", occurred_at, event_id
     """
     result = connection.execute(sa.text(sql), params,
                                 execution_options={"stream_results": True, "yield_per": STREAM_ROWS})
