@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -247,21 +248,21 @@ def _ordered_sql(connection: sa.Connection, scope: Scope, steps: Sequence[StepFi
 # --- every case in Python -------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Event:
-    t: datetime
-    event_id: str
+    t: float  # epoch seconds (float8 keeps microseconds distinct for these dates)
+    event_id: int  # position in the user's events, which are ordered by time then event_id
     mask: int  # bit k: matches step k+1
     xmask: int  # bit e: matches exclusion e
     entry: bool
     bd: str | None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Attempt:
     entry: _Event
-    times: list[datetime] = field(default_factory=list)
-    used: set[str] = field(default_factory=set)
+    times: list[float] = field(default_factory=list)
+    used: set[int] = field(default_factory=set)
 
 
 def _general(connection: sa.Connection, scope: Scope, steps: Sequence[StepFilter], params: dict[str, Any], *,
@@ -280,28 +281,34 @@ def _general(connection: sa.Connection, scope: Scope, steps: Sequence[StepFilter
     wanted = "TRUE" if order == "strict" else " OR ".join(step_sql + excl_sql)
     bd = "NULLIF(properties ->> :bkey, '')" if breakdown else "NULL::text"
     sql = f"""
-        SELECT user_id, occurred_at, event_id::text, {mask}, {xmask},
+        SELECT user_id, extract(epoch FROM occurred_at)::float8, {mask}, {xmask},
                COALESCE({step_sql[0]} AND {_entry_sql()}, FALSE), {bd}
         FROM events
         WHERE occurred_at >= :lo AND occurred_at < :hi AND {segment} AND ({wanted})
         ORDER BY user_id COLLATE "C", occurred_at, event_id
     """
-    result = connection.execute(sa.text(sql), params,
-                                execution_options={"stream_results": True, "yield_per": STREAM_ROWS})
-    limit = timedelta(seconds=window)
+    limit = float(window)
     counted = []
-    for _, rows in groupby(result, key=lambda r: r[0]):
-        events = [_Event(t, event_id, m or 0, x or 0, bool(entry), value)
-                  for _, t, event_id, m, x, entry, value in rows]
-        best = _best_attempt(events, len(steps), order, limit, exclude)
-        if best is not None:
-            counted.append((len(best.times), best.times, best.entry.bd))
+    # psycopg2's own server-side cursor, in the read's transaction: SQLAlchemy's per-row result machinery
+    # costed more than the query itself at a million rows.
+    raw = connection.connection.dbapi_connection
+    with raw.cursor(name="funnel_events") as cursor:
+        cursor.itersize = STREAM_ROWS
+        cursor.execute(str(sa.text(sql).compile(dialect=connection.dialect)), params)
+        for _, rows in groupby(cursor, key=itemgetter(0)):
+            events = [_Event(t, i, m, x, entry, value) for i, (_, t, m, x, entry, value) in enumerate(rows)]
+            best = _best_attempt(events, len(steps), order, limit, exclude)
+            if best is not None:
+                counted.append((len(best.times), best.times, best.entry.bd))
     return counted
 
 
-def _best_attempt(events: list[_Event], n: int, order: str, limit: timedelta,
+def _best_attempt(events: list[_Event], n: int, order: str, limit: float,
                   exclude: Sequence[Exclusion]) -> _Attempt | None:
     """The earliest non-void attempt reaching the furthest step, or None when every attempt is void."""
+    if not exclude and not any(e.mask >> 1 for e in events):  # nothing but entries: the first one counts
+        entry = next((e for e in events if e.entry), None)
+        return None if entry is None else _Attempt(entry, [entry.t], {entry.event_id})
     best: _Attempt | None = None
     instants = [list(g) for _, g in groupby(events, key=lambda e: e.t)]
     for gi, group in enumerate(instants):
@@ -338,7 +345,7 @@ def _match(candidates: list[_Event], step: int, partner: dict[int, int]) -> bool
 
 
 def _in_order(instants: list[list[_Event]], gi: int, entry: _Event, n: int, order: str,
-              limit: timedelta) -> _Attempt:
+              limit: float) -> _Attempt:
     attempt = _Attempt(entry, [entry.t], {entry.event_id})
     end = entry.t + limit
     here = gi
@@ -371,7 +378,7 @@ def _in_order(instants: list[list[_Event]], gi: int, entry: _Event, n: int, orde
 
 
 def _any_order(instants: list[list[_Event]], gi: int, entry: _Event, n: int, order: str,
-               limit: timedelta) -> _Attempt:
+               limit: float) -> _Attempt:
     attempt = _Attempt(entry, [entry.t], {entry.event_id})
     end = entry.t + limit
     candidates: list[_Event] = []
@@ -410,7 +417,7 @@ def _augment_from(candidates: list[_Event], start: int, partner: dict[int, int],
     return visit(start, set())
 
 
-def _voided(attempt: _Attempt, events: list[_Event], exclude: Sequence[Exclusion], limit: timedelta) -> bool:
+def _voided(attempt: _Attempt, events: list[_Event], exclude: Sequence[Exclusion], limit: float) -> bool:
     reached = len(attempt.times)
     end = attempt.entry.t + limit
     for e, exclusion in enumerate(exclude):
@@ -455,7 +462,7 @@ def _aggregate(users: list[tuple], n: int, limit: int, *, breakdown: bool) -> li
         for k in range(n):
             at = [times for reached, times in rows if reached > k]
             counts_k.append(len(at))
-            gaps = [(times[k] - times[k - 1]).total_seconds() for times in at] if k else []
+            gaps = [times[k] - times[k - 1] for times in at] if k else []
             median.append(statistics.median(gaps) if gaps else None)
             avg.append(statistics.fmean(gaps) if gaps else None)
         groups.append(_Group(grp, value, counts_k, median, avg))
