@@ -81,13 +81,13 @@ def test_answers_include_a_write_at_once_even_weeks_late(client):
     active = client.get("/stats/retention?start_date=2025-10-05&cohort=active").get_json()
     assert active == [{"cohort_start_date": "2025-10-05", "size": 1, "w0": 1.0, "w1": 1.0, "w2": 0.0}]
     assert client.get("/stats/summary?from=2025-10-01&to=2025-10-31&tz=Asia/Kolkata").get_json() == {
-        "first_date": "2025-09-02", "last_date": "2025-10-06", "events": 2, "users": 1,
+        "data_first_date": "2025-09-02", "data_last_date": "2025-10-06", "events": 2, "users": 1,
     }
 
 
 def test_empty_database_answers(client):
     assert client.get("/stats/summary?from=2025-10-01&to=2025-10-02").get_json() == {
-        "first_date": None, "last_date": None, "events": 0, "users": 0,
+        "data_first_date": None, "data_last_date": None, "events": 0, "users": 0,
     }
     assert client.get("/stats/top-events?from=2025-10-01&to=2025-10-02").get_json() == []
     assert client.get("/stats/retention?start_date=2025-10-01&windows=2&cohorts=2").get_json() == [
