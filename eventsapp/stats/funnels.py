@@ -38,7 +38,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from .funnel_schemas import Exclusion, StepFilter
-from .queries import Scope
+from . import router
+from .router import Question, Scope
 from .schemas import Segment
 
 RATIO_PLACES = 4
@@ -90,7 +91,7 @@ def _entry_sql() -> str:
 
 def funnel(connection: sa.Connection, scope: Scope, *, from_: date, to: date, step: Sequence[StepFilter],
            window: int = 86400, order: str = "ordered", exclude: Sequence[Exclusion] = (),
-           breakdown: str | None = None, limit: int = 25) -> list[dict]:
+           breakdown: str | None = None, limit: int = 25, kind: str | None = None) -> list[dict]:
     """Return one row per (breakdown group, step): users reaching at least that step, conversion from
     step 1 and from the previous step (4 decimals), median and mean seconds from the previous step.
 
@@ -99,6 +100,15 @@ def funnel(connection: sa.Connection, scope: Scope, *, from_: date, to: date, st
     (by users, then value by code point), then ``other`` (the remaining values) and ``none`` (missing,
     null or empty), each only when it has users.
     """
+    arguments = {"from_": from_, "to": to, "step": tuple(step), "window": window, "order": order,
+                 "exclude": tuple(exclude), "breakdown": breakdown, "limit": limit}
+    return router.answer(connection, FUNNEL, scope, arguments, kind)
+
+
+def funnel_from_scan(connection: sa.Connection, scope: Scope, *, from_: date, to: date,
+                     step: Sequence[StepFilter], window: int, order: str, exclude: Sequence[Exclusion],
+                     breakdown: str | None, limit: int) -> list[dict]:
+    """The funnel from ``events`` (no rollup keeps the order of a user's events)."""
     steps = tuple(step)
     key = breakdown[len("properties."):] if breakdown else None
     bounds = _bounds(connection, scope.tz, from_, to, window)
@@ -467,3 +477,11 @@ def _aggregate(users: list[tuple], n: int, limit: int, *, breakdown: bool) -> li
             avg.append(statistics.fmean(gaps) if gaps else None)
         groups.append(_Group(grp, value, counts_k, median, avg))
     return _order_groups(groups, ranks)
+
+
+def _funnel_span(*, from_: date, to: date, **_: Any) -> tuple[date, date]:
+    return from_, to
+
+
+# Only a scan: attempts need each user's events in time order, which no rollup keeps.
+FUNNEL = Question("funnel", None, None, funnel_from_scan, _funnel_span)

@@ -428,3 +428,9 @@ def summary(connection: sa.Connection, scope: Scope, *, from_: date, to: date, k
 
 
 QUESTIONS = {question.name: question for question in (DAU, TOP_EVENTS, RETENTION, SUMMARY)}
+
+
+# Funnels (issue 14): a question with a scan variant only; defined in funnels.py.
+from .funnels import FUNNEL  # noqa: E402  (funnels.py imports router, not this module)
+
+QUESTIONS[FUNNEL.name] = FUNNEL
