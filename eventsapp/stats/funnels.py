@@ -28,6 +28,7 @@ match twice, no exclusions: the common case, computed by window functions in Pos
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -37,8 +38,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .funnel_schemas import Exclusion, StepFilter
+from ..errors import ApiError
 from . import router
+from .funnel_schemas import Exclusion, StepFilter
 from .router import Question, Scope
 from .schemas import Segment
 
@@ -266,6 +268,7 @@ class _Event:
     xmask: int  # bit e: matches exclusion e
     entry: bool
     bd: str | None
+    before: float | None  # strict only: the user's latest event time (any event in scope) before t
 
 
 @dataclass(slots=True)
@@ -279,38 +282,67 @@ def _general(connection: sa.Connection, scope: Scope, steps: Sequence[StepFilter
              order: str, window: int, exclude: Sequence[Exclusion], breakdown: bool) -> list[tuple]:
     """Per user with a counted attempt: ``(reached, [t_1..t_reached], breakdown value)``.
 
-    Streams the user's events in scope between the first possible entry and the last window's end,
-    ordered by user and time: only those matching a step or an exclusion, or all of them for ``strict``
-    (any event between two steps breaks it).
+    Streams the user's events in scope matching a step or an exclusion, between the first possible entry
+    and the last window's end, ordered by user and time. For ``strict`` each also carries the time of the
+    user's previous event of any kind (a window aggregate over all events in scope), which tells whether
+    something lies between two steps without sending every event to Python.
     """
     step_sql = [_conditions_sql(s.conditions, params, f"s{k}") for k, s in enumerate(steps)]
     excl_sql = [_conditions_sql(x.filter.conditions, params, f"x{e}") for e, x in enumerate(exclude)]
     segment = _conditions_sql(scope.segments, params, "seg")
     mask = " + ".join(f"(CASE WHEN {m} THEN {1 << k} ELSE 0 END)" for k, m in enumerate(step_sql))
     xmask = " + ".join(f"(CASE WHEN {m} THEN {1 << e} ELSE 0 END)" for e, m in enumerate(excl_sql)) or "0"
-    wanted = "TRUE" if order == "strict" else " OR ".join(step_sql + excl_sql)
+    wanted = " OR ".join(step_sql + excl_sql)
     bd = "NULLIF(properties ->> :bkey, '')" if breakdown else "NULL::text"
-    sql = f"""
-        SELECT user_id, extract(epoch FROM occurred_at)::float8, {mask}, {xmask},
-               COALESCE({step_sql[0]} AND {_entry_sql()}, FALSE), {bd}
-        FROM events
-        WHERE occurred_at >= :lo AND occurred_at < :hi AND {segment} AND ({wanted})
-        ORDER BY user_id COLLATE "C", occurred_at, event_id
-    """
+    columns = f"""user_id, occurred_at, event_id, {mask} AS mask, {xmask} AS xmask,
+                  COALESCE({step_sql[0]} AND {_entry_sql()}, FALSE) AS entry, {bd} AS bd"""
+    if order == "strict":
+        sql = f"""
+            SELECT user_id, extract(epoch FROM occurred_at)::float8, mask, xmask, entry, bd,
+                   extract(epoch FROM before)::float8
+            FROM (
+                SELECT {columns}, ({wanted}) AS wanted,
+                       max(occurred_at) OVER (PARTITION BY user_id COLLATE "C" ORDER BY occurred_at
+                           RANGE BETWEEN UNBOUNDED PRECEDING AND '1 microsecond' PRECEDING) AS before
+                FROM events WHERE occurred_at >= :lo AND occurred_at < :hi AND {segment}
+            ) AS all_events
+            WHERE wanted
+            ORDER BY user_id COLLATE "C", occurred_at, event_id
+        """
+    else:
+        sql = f"""
+            SELECT user_id, extract(epoch FROM occurred_at)::float8, mask, xmask, entry, bd, NULL::float8
+            FROM (SELECT {columns} FROM events
+                  WHERE occurred_at >= :lo AND occurred_at < :hi AND {segment} AND ({wanted})) AS funnel_events
+            ORDER BY user_id COLLATE "C", occurred_at, event_id
+        """
     limit = float(window)
     counted = []
+    # The statement timeout covers each FETCH, not the Python between them: keep the same budget here.
+    timeout_ms = _statement_timeout_ms(connection)
+    deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
     # psycopg2's own server-side cursor, in the read's transaction: SQLAlchemy's per-row result machinery
     # costed more than the query itself at a million rows.
     raw = connection.connection.dbapi_connection
     with raw.cursor(name="funnel_events") as cursor:
         cursor.itersize = STREAM_ROWS
         cursor.execute(str(sa.text(sql).compile(dialect=connection.dialect)), params)
-        for _, rows in groupby(cursor, key=itemgetter(0)):
-            events = [_Event(t, i, m, x, entry, value) for i, (_, t, m, x, entry, value) in enumerate(rows)]
+        for n, (_, rows) in enumerate(groupby(cursor, key=itemgetter(0))):
+            events = [_Event(t, i, m, x, entry, value, before)
+                      for i, (_, t, m, x, entry, value, before) in enumerate(rows)]
             best = _best_attempt(events, len(steps), order, limit, exclude)
             if best is not None:
                 counted.append((len(best.times), best.times, best.entry.bd))
+            if deadline is not None and n % 1000 == 0 and time.monotonic() > deadline:
+                raise ApiError(f"The query took longer than {timeout_ms} ms and was cancelled; narrow the range "
+                               "or retry later.", status_code=503, headers={"Retry-After": "5"})
     return counted
+
+
+def _statement_timeout_ms(connection: sa.Connection) -> int:
+    """The read's statement timeout (run_read sets it), in milliseconds; 0 when there is none."""
+    return int(connection.exec_driver_sql(
+        "SELECT setting::int FROM pg_settings WHERE name = 'statement_timeout'").scalar_one())
 
 
 def _best_attempt(events: list[_Event], n: int, order: str, limit: float,
@@ -374,15 +406,15 @@ def _in_order(instants: list[list[_Event]], gi: int, entry: _Event, n: int, orde
             attempt.used.add(candidates[partner[s]].event_id)
         if len(attempt.times) == n:
             break
+        # The next instant with an event for the next step.
         following = here + 1
-        if order == "ordered":  # skip instants without an event for the next step
-            wanted_bit = 1 << len(attempt.times)
-            while following < len(instants) and not any(e.mask & wanted_bit for e in instants[following]):
-                following += 1
-        elif following < len(instants) and not any(e.mask >> len(attempt.times) & 1 for e in instants[following]):
-            break  # strict: the next instant's events would lie between this step and the next
+        wanted_bit = 1 << len(attempt.times)
+        while following < len(instants) and not any(e.mask & wanted_bit for e in instants[following]):
+            following += 1
         if following >= len(instants):
             break
+        if order == "strict" and instants[following][0].before > attempt.times[-1]:
+            break  # strict: some event of the user lies strictly between this step and that instant
         here = following
     return attempt
 
