@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark /stats/funnel over HTTP (waitress) at 1M events with 100k users (issue 14's shape). One table.
+"""Benchmark /stats/funnel and retention with start/return events over HTTP (waitress) at 1M events with 100k users (issue 14's shape). One table.
 
 The events come from data/generate_events.py (30 days from 2025-08-01, ``--users`` = rows / 10), loaded
 with `flask import-csv`, then `VACUUM ANALYZE events` (what autovacuum does shortly after a bulk load; it
@@ -36,6 +36,11 @@ QUESTIONS = (
      None),
     ("funnel 3 steps, 7 days, 1-hour window",
      f"/stats/funnel?from=2025-08-08&to=2025-08-14&{STEPS3}&window=3600", None),
+    ("retention login -> purchase, 7 daily",
+     "/stats/retention?start_date=2025-08-08&windows=7&start=event_type:login&return=event_type:purchase", 200),
+    ("  + mode=on_or_after, cohort=active",
+     "/stats/retention?start_date=2025-08-08&windows=7&start=event_type:login&return=event_type:purchase"
+     "&mode=on_or_after&cohort=active", None),
 )
 
 
