@@ -206,6 +206,7 @@
       const rows = await api("/stats/funnel", params, controller.signal);
       if (gen !== generation) return;
       render(rows, steps);
+      panel.dataset.query = new URLSearchParams(params).toString();  // what the drawn answer was asked
       panel.dataset.renderCount = String(Number(panel.dataset.renderCount || 0) + 1);
     } catch (err) {
       if (err.name === "AbortError" || gen !== generation) return;
