@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--project-tz", default="UTC")
-    parser.add_argument("--port", type=int, default=8798)
+    parser.add_argument("--port", type=int, default=8814)
     parser.add_argument("--data-dir", default=None, help="Keep the loaded database here (reused if present).")
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "eventsapp-bench-data"))
     args = parser.parse_args()
