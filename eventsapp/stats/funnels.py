@@ -353,12 +353,13 @@ def _best_attempt(events: list[_Event], n: int, order: str, limit: float,
         return None if entry is None else _Attempt(entry, [entry.t], {entry.event_id})
     best: _Attempt | None = None
     instants = [list(g) for _, g in groupby(events, key=lambda e: e.t)]
+    excluders = [e for e in events if e.xmask]  # checked per attempt: keep that list short
     for gi, group in enumerate(instants):
         for entry in group:
             if not entry.entry:
                 continue
             attempt = (_any_order if order == "any" else _in_order)(instants, gi, entry, n, order, limit)
-            if _voided(attempt, events, exclude, limit):
+            if excluders and _voided(attempt, excluders, exclude, limit):
                 continue
             if best is None or len(attempt.times) > len(best.times):
                 best = attempt
