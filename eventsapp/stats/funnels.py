@@ -410,9 +410,10 @@ def _in_order(instants: list[list[_Event]], gi: int, entry: _Event, n: int, orde
         # The next instant with an event for the next step.
         following = here + 1
         wanted_bit = 1 << len(attempt.times)
-        while following < len(instants) and not any(e.mask & wanted_bit for e in instants[following]):
+        while (following < len(instants) and instants[following][0].t <= end
+               and not any(e.mask & wanted_bit for e in instants[following])):
             following += 1
-        if following >= len(instants):
+        if following >= len(instants) or instants[following][0].t > end:
             break
         if order == "strict" and instants[following][0].before > attempt.times[-1]:
             break  # strict: some event of the user lies strictly between this step and that instant
