@@ -348,12 +348,15 @@ def _statement_timeout_ms(connection: sa.Connection) -> int:
 def _best_attempt(events: list[_Event], n: int, order: str, limit: float,
                   exclude: Sequence[Exclusion]) -> _Attempt | None:
     """The earliest non-void attempt reaching the furthest step, or None when every attempt is void."""
-    if not exclude and not any(e.mask >> 1 for e in events):  # nothing but entries: the first one counts
-        entry = next((e for e in events if e.entry), None)
-        return None if entry is None else _Attempt(entry, [entry.t], {entry.event_id})
+    excluders = [e for e in events if e.xmask]  # checked per attempt: keep that list short
+    if not any(e.mask >> 1 for e in events):  # no later step at all: every attempt stops at step 1
+        for entry in (e for e in events if e.entry):
+            attempt = _Attempt(entry, [entry.t], {entry.event_id})
+            if not excluders or not _voided(attempt, excluders, exclude, limit):
+                return attempt
+        return None
     best: _Attempt | None = None
     instants = [list(g) for _, g in groupby(events, key=lambda e: e.t)]
-    excluders = [e for e in events if e.xmask]  # checked per attempt: keep that list short
     for gi, group in enumerate(instants):
         for entry in group:
             if not entry.entry:
