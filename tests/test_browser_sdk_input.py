@@ -78,3 +78,85 @@ def test_single_segment_call_and_posthog_capture_with_surrogate_are_400(client, 
     assert response.status_code == 400
     assert "distinct_id" in response.json["errors"]["json"]
     assert stored_count(engine) == 0
+
+
+# --- 18.7: the key before the body -------------------------------------------------------------------
+
+
+@pytest.fixture
+def auth_required(app):
+    from eventsapp.security import auth
+
+    saved = {name: app.config[name] for name in ("EVENTSAPP_AUTH", "EVENTSAPP_RATE_LIMIT_AUTH_FAILURES")}
+    app.config["EVENTSAPP_AUTH"] = "required"
+    auth.clear_cache()
+    yield app
+    app.config.update(saved)
+    auth.clear_cache()
+
+
+def body_work(step: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("eventsapp_sdk_body_work_total", {"step": step}) or 0
+
+
+def _big_gzip_batch(key_field: str, key: str, events: int = 4000) -> bytes:
+    event = {"event": "e", "distinct_id": "u", "properties": {"pad": "x" * 1000}}
+    return gzip.compress(json.dumps({key_field: key, "batch": [event] * events}).encode(), 9)
+
+
+def test_unknown_header_key_with_big_gzip_body_is_refused_before_inflating(auth_required, client, engine):
+    import base64
+
+    body = _big_gzip_batch("api_key", "ea_unknown")
+    assert len(body) < 100_000  # small on the wire, ~4 MB inflated
+    inflates, parses = body_work("inflate"), body_work("parse")
+    basic = {"Authorization": "Basic " + base64.b64encode(b"ea_unknown:").decode()}
+    cases = [("/batch/", {"X-API-Key": "ea_unknown"}), ("/e/", {"Authorization": "Bearer ea_unknown"}),
+             ("/v1/batch", basic)]
+    for path, headers in cases:
+        response = client.post(path, data=body, content_type="text/plain", headers=headers)
+        assert response.status_code == 401, (path, response.get_data(as_text=True))
+    assert (body_work("inflate"), body_work("parse")) == (inflates, parses)
+    assert stored_count(engine) == 0
+
+
+def test_unknown_body_key_is_refused_before_parsing(auth_required, client, engine):
+    from eventsapp.security import keys
+
+    keys.create_key(engine, "web", ["ingest"])
+    parses = body_work("parse")
+    for data in (_big_gzip_batch("api_key", "ea_unknown"),
+                 json.dumps({"api_key": "ea_unknown", "batch": [{"event": "e", "distinct_id": "u"}] * 2000}).encode()):
+        response = client.post("/batch/", data=data, content_type="text/plain")
+        assert response.status_code == 401
+    no_key = client.post("/batch/", data=json.dumps({"batch": [{"event": "e", "distinct_id": "u"}]}),
+                         content_type="application/json")
+    assert no_key.status_code == 401
+    assert body_work("parse") == parses
+    assert stored_count(engine) == 0
+
+
+def test_client_over_its_unknown_key_limit_is_refused_before_reading_the_body(auth_required, client, engine):
+    auth_required.config["EVENTSAPP_RATE_LIMIT_AUTH_FAILURES"] = "2/minute"
+    body = _big_gzip_batch("api_key", "ea_unknown")
+    statuses = [client.post("/batch/", data=body, content_type="text/plain").status_code for _ in range(2)]
+    assert statuses == [401, 401]
+    inflates = body_work("inflate")
+    for _ in range(3):
+        response = client.post("/batch/", data=body, content_type="text/plain")
+        assert response.status_code == 429 and response.headers["Retry-After"]
+    assert body_work("inflate") == inflates
+
+
+def test_known_key_in_a_gzip_body_is_found_and_stored(auth_required, client, engine):
+    from eventsapp.security import keys
+
+    key = keys.create_key(engine, "web", ["ingest"])
+    # posthog-js: gzip as text/plain, no Content-Encoding, the token inside each event's properties.
+    events = [{"event": "clicked", "uuid": str(uuid.uuid4()),
+               "properties": {"token": key, "distinct_id": "u-1", "$lib": "web"}} for _ in range(3)]
+    response = client.post("/e/", data=gzip.compress(json.dumps(events).encode()), content_type="text/plain")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert stored_count(engine) == 3

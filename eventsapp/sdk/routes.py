@@ -15,9 +15,9 @@ from prometheus_client import Counter
 from ..errors import document_errors
 from ..extensions import db
 from ..ingest import rules
-from ..ingest.body import read_json_body
 from ..security import authenticate, key_from_headers
-from . import service
+from ..security.auth import check_body_key_candidates, check_key_before_body
+from . import intake, service
 from .schemas import (
     PostHogBatchSchema,
     PostHogSuccessSchema,
@@ -51,9 +51,8 @@ def authenticate_sdk_key(raw_key: str | None) -> None:
 
 
 def _segment_key(body: object) -> str | None:
-    auth = request.authorization
-    if auth is not None and auth.type == "basic" and auth.username:
-        return auth.username
+    if _basic_username():
+        return _basic_username()
     key = body.get("writeKey") if isinstance(body, dict) else None
     return key if isinstance(key, str) else key_from_headers()
 
@@ -88,9 +87,23 @@ def _document_errors(blp: Blueprint):
     return document_errors(blp, _ERRORS)
 
 
+def _basic_username() -> str | None:
+    auth = request.authorization
+    return auth.username if auth is not None and auth.type == "basic" and auth.username else None
+
+
+def _receive(header_key: str | None, limit: int, key_fields: tuple[str, ...]) -> object:
+    """The parsed body, read only once the key allows it (see ``intake``: header key, or scanned body key)."""
+    key_checked = check_key_before_body(header_key, "ingest")
+    raw = intake.read_body(request, limit)
+    if not key_checked:
+        check_body_key_candidates(intake.key_candidates(raw, key_fields))
+    return intake.parse(raw)
+
+
 def _segment(message_type: str | None) -> dict:
     received_at = datetime.now(rules.UTC)
-    body = read_json_body(request, service.SEGMENT_MAX_BATCH_BYTES).value
+    body = _receive(_basic_username() or key_from_headers(), service.SEGMENT_MAX_BATCH_BYTES, ("writeKey",))
     authenticate_sdk_key(_segment_key(body))
     return service.ingest_segment(db.engine, body, message_type, received_at)
 
@@ -128,6 +141,6 @@ def segment_call(call: str):
 def posthog_capture():
     """Store PostHog events (batch or single capture)."""
     received_at = datetime.now(rules.UTC)
-    body = read_json_body(request, current_app.config["EVENTSAPP_MAX_BODY_BYTES"]).value
+    body = _receive(key_from_headers(), current_app.config["EVENTSAPP_MAX_BODY_BYTES"], ("api_key", "token"))
     authenticate_sdk_key(_posthog_key(body))
     return service.ingest_posthog(db.engine, body, received_at)

@@ -51,6 +51,36 @@ def authenticate(raw_key: str | None, scope: str) -> KeyIdentity:
     return identity
 
 
+def check_key_before_body(header_key: str | None, scope: str) -> bool:
+    """Before an SDK body is read: authenticate a key sent in a header (True), else refuse (429) a client
+    IP over its unknown-key limit. False when the key must come from the body, or auth is off."""
+    if not auth_enabled():
+        return False
+    if header_key:
+        authenticate(header_key, scope)
+        return True
+    check_auth_failures()
+    return False
+
+
+def check_body_key_candidates(candidates: list[str]) -> None:
+    """401 unless one of the key values found in an SDK body's text (unparsed) is a known key.
+
+    The parsed body's key is authenticated afterwards as usual; this only keeps unknown keys from
+    buying a parse. Several candidates cost one counted failure, as one request.
+    """
+    if not auth_enabled():
+        return
+    if not candidates:
+        raise _unauthorized("API key required: send it in the body (api_key/token/writeKey), as "
+                            "'Authorization: Bearer KEY' or 'X-API-Key: KEY'.")
+    ttl = current_app.config.get("EVENTSAPP_KEY_CACHE_SECONDS", 5)
+    if any(_cache.lookup(db.engine, candidate, ttl) is not None for candidate in candidates):
+        return
+    count_auth_failure()
+    raise _unauthorized("API key is unknown or revoked.")
+
+
 def _identify(raw_key: str | None, scope: str) -> KeyIdentity:
     if not auth_enabled():
         return ANONYMOUS
