@@ -108,7 +108,12 @@ def _segment(message_type: str | None) -> dict:
     return service.ingest_segment(db.engine, body, message_type, received_at)
 
 
+# analytics.js (the browser SDK) posts to the first letter of each call's type, and /v1/b when batching.
+SEGMENT_SHORT_PATHS = {"t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group", "a": "alias"}
+
+
 @segment_blp.route("/batch", methods=["POST"])
+@segment_blp.route("/b", methods=["POST"], endpoint="segment_b")
 @segment_blp.doc(requestBody={"required": True, "content": {"application/json": {"schema": SegmentBatchSchema}}})
 @segment_blp.response(200, SegmentSuccessSchema, description="Stored (messages already stored are skipped).")
 @_document_errors(segment_blp)
@@ -117,14 +122,14 @@ def segment_batch():
     return _segment(None)
 
 
-@segment_blp.route("/<any(track, identify, page, screen, group, alias):call>", methods=["POST"])
+@segment_blp.route("/<any(track, identify, page, screen, group, alias, t, i, p, s, g, a):call>", methods=["POST"])
 @segment_blp.doc(requestBody={"required": True,
                               "content": {"application/json": {"schema": SegmentMessageSchema}}})
 @segment_blp.response(200, SegmentSuccessSchema, description="Stored (a message already stored is skipped).")
 @_document_errors(segment_blp)
 def segment_call(call: str):
-    """Store one Segment call; its type is the path's last segment."""
-    return _segment(call)
+    """Store one Segment call; its type is the path's last segment (or its first letter)."""
+    return _segment(SEGMENT_SHORT_PATHS.get(call, call))
 
 
 @posthog_blp.route("/batch/", methods=["POST"], strict_slashes=False, endpoint="posthog_batch")

@@ -130,8 +130,10 @@ def _gate_schema() -> None:
 
 def _authorize_request() -> None:
     access = _access()
-    if access is None or access.key_in_body:
-        return  # no route (404/405), or the view authenticates the key its body carries
+    if access is None or access.key_in_body or request.method == "OPTIONS":
+        # No route (404/405), the view authenticates the key its body carries, or a CORS preflight
+        # (browsers never send a key with one; it must answer 200 for the real request to follow).
+        return
     if access.scope is not None and auth_enabled():
         g.api_identity = authenticate(key_from_headers(), access.scope)
     elif access.budget is not None:
