@@ -22,6 +22,8 @@ MAX_TOKEN_CHARS = 256
 # Compression posthog-js may use: with it the SDK sends gzip as text/plain (a simple request, no
 # preflight); without it JSON with a preflight, and its unload beacon as a base64 form.
 SUPPORTED_COMPRESSION = ["gzip", "gzip-js"]
+# analytics.js batching: up to this many events or this many ms, whichever comes first.
+BATCHING = {"size": 50, "timeout": 1000}
 
 
 def posthog_remote_config(token: str) -> dict[str, Any]:
@@ -45,8 +47,13 @@ def posthog_remote_config(token: str) -> dict[str, Any]:
 def segment_settings(write_key: str, host: str, scheme: str) -> dict[str, Any]:
     """analytics.js's CDN settings naming only our own integration, pointed back at this server."""
     return {
-        "integrations": {"Segment.io": {"apiKey": write_key, "apiHost": f"{host}/v1", "protocol": scheme,
-                                        "unbundledIntegrations": [], "addBundledMetadata": False}},
+        "integrations": {"Segment.io": {
+            "apiKey": write_key, "apiHost": f"{host}/v1", "protocol": scheme,
+            "unbundledIntegrations": [], "addBundledMetadata": False,
+            # Batches to /v1/b, flushed with a keepalive fetch on pagehide: without it analytics.js
+            # sends one request per event and loses those fired right before a navigation.
+            "deliveryStrategy": {"strategy": "batching", "config": BATCHING},
+        }},
         "plan": {},
         "edgeFunction": {},
         "analyticsNextEnabled": True,
