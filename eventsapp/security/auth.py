@@ -98,11 +98,29 @@ def _identify(raw_key: str | None, scope: str) -> KeyIdentity:
         count_auth_failure()
         raise _unauthorized("API key is unknown or revoked.")
     g.api_key_name = identity.name
+    if identity.browser:
+        _check_browser_key(identity)
     if not identity.allows(scope):
         raise ApiError(
             f"API key {identity.name!r} lacks the {scope!r} scope this endpoint needs.", status_code=403
         )
     return identity
+
+
+def _check_browser_key(identity: KeyIdentity) -> None:
+    """A browser-safe key works only where a page may send events, and only from its listed origins.
+
+    The Origin check stops other web sites from using the key in their visitors' browsers (a browser
+    cannot lie about Origin); a script outside a browser can, which is why these keys can only ingest
+    and are also rate-limited per client IP.
+    """
+    access = _access()
+    if access is None or not access.browser_ok:
+        raise ApiError(f"API key {identity.name!r} is a browser key: it can only send events.", status_code=403)
+    origin = (request.headers.get("Origin") or "").strip().rstrip("/").lower()
+    if identity.origins and origin not in identity.origins:
+        raise ApiError(f"API key {identity.name!r} may not be used from origin {origin or 'none'!r}.",
+                       status_code=403)
 
 
 def _access_for(endpoint: str | None, blueprint: str | None) -> Access | None:
