@@ -167,7 +167,7 @@ def test_both_sdks_deliver_1000_events_once_with_user_and_type(page, page_port, 
     fire(page, 85, 855, "early")
     # As over a page's life, the SDKs' queues leave on their own before the last events: posthog-js's
     # unload beacon has the browser's 64 KB limit, so hundreds of events queued at once would not fit.
-    wait_for_events(engine, expected_rows(page.evaluate("() => JSON.parse(localStorage.getItem('sent'))")))
+    wait_for_events(engine, expected_rows(page.evaluate("() => { saveSent(); return JSON.parse(localStorage.getItem('sent')); }")))
     # Right before leaving. analytics.js hands an event to its transport a few promise turns after the
     # call, so like Segment's own trackLink it gets 300 ms; its batch then leaves by a keepalive fetch on
     # pagehide. posthog-js gets no delay at all: its queue leaves by sendBeacon on unload.
