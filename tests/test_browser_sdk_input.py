@@ -160,3 +160,34 @@ def test_known_key_in_a_gzip_body_is_found_and_stored(auth_required, client, eng
     response = client.post("/e/", data=gzip.compress(json.dumps(events).encode()), content_type="text/plain")
     assert response.status_code == 200, response.get_data(as_text=True)
     assert stored_count(engine) == 3
+
+
+def test_spent_budget_of_a_body_key_is_429_before_parsing(auth_required, client, engine):
+    from eventsapp.security import keys
+
+    saved = auth_required.config["EVENTSAPP_RATE_LIMIT_INGEST"], auth_required.config.get("RATELIMIT_KEY_PREFIX")
+    auth_required.config["EVENTSAPP_RATE_LIMIT_INGEST"] = "2/minute"
+    auth_required.config["RATELIMIT_KEY_PREFIX"] = f"test-{uuid.uuid4()}"
+    try:
+        key = keys.create_key(engine, "web", ["ingest"])
+        body = _big_gzip_batch("api_key", key, events=50)
+        assert [client.post("/batch/", data=body, content_type="text/plain").status_code for _ in range(2)] == [200, 200]
+        parses = body_work("parse")
+        response = client.post("/batch/", data=body, content_type="text/plain")
+        assert response.status_code == 429 and response.headers["Retry-After"]
+        assert body_work("parse") == parses
+    finally:
+        auth_required.config["EVENTSAPP_RATE_LIMIT_INGEST"], auth_required.config["RATELIMIT_KEY_PREFIX"] = saved
+
+
+def test_body_whose_parsed_key_differs_from_the_scanned_one_is_refused(auth_required, client, engine):
+    from eventsapp.security import keys
+
+    first = keys.create_key(engine, "one", ["ingest"])
+    second = keys.create_key(engine, "two", ["ingest"])
+    # api_key appears twice in the text (a property named like it first); the top-level one wins the parse.
+    body = json.dumps({"batch": [{"event": "e", "distinct_id": "u", "properties": {"api_key": first}}],
+                       "api_key": second})
+    response = client.post("/batch/", data=body, content_type="application/json")
+    assert response.status_code == 401 and "two different" in response.json["message"]
+    assert stored_count(engine) == 0

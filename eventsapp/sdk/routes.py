@@ -97,7 +97,7 @@ def _receive(header_key: str | None, limit: int, key_fields: tuple[str, ...]) ->
     key_checked = check_key_before_body(header_key, "ingest")
     raw = intake.read_body(request, limit)
     if not key_checked:
-        check_body_key_candidates(intake.key_candidates(raw, key_fields))
+        check_body_key_candidates(intake.key_candidates(raw, key_fields), "ingest")
     return intake.parse(raw)
 
 

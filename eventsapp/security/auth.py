@@ -63,11 +63,12 @@ def check_key_before_body(header_key: str | None, scope: str) -> bool:
     return False
 
 
-def check_body_key_candidates(candidates: list[str]) -> None:
-    """401 unless one of the key values found in an SDK body's text (unparsed) is a known key.
+def check_body_key_candidates(candidates: list[str], scope: str) -> None:
+    """Before an SDK body is parsed: authenticate the first known key among the values found in its
+    text (scope, browser-key rules, rate-limit budget), else 401.
 
-    The parsed body's key is authenticated afterwards as usual; this only keeps unknown keys from
-    buying a parse. Several candidates cost one counted failure, as one request.
+    The parsed body's key is authenticated afterwards as usual and must be that same key. Several
+    unknown candidates cost one counted failure, as one request.
     """
     if not auth_enabled():
         return
@@ -75,10 +76,12 @@ def check_body_key_candidates(candidates: list[str]) -> None:
         raise _unauthorized("API key required: send it in the body (api_key/token/writeKey), as "
                             "'Authorization: Bearer KEY' or 'X-API-Key: KEY'.")
     ttl = current_app.config.get("EVENTSAPP_KEY_CACHE_SECONDS", 5)
-    if any(_cache.lookup(db.engine, candidate, ttl) is not None for candidate in candidates):
-        return
-    count_auth_failure()
-    raise _unauthorized("API key is unknown or revoked.")
+    known = next((key for key in candidates if _cache.lookup(db.engine, key, ttl) is not None), None)
+    if known is None:
+        count_auth_failure()
+        raise _unauthorized("API key is unknown or revoked.")
+    authenticate(known, scope)
+    g.sdk_body_key = known
 
 
 def _identify(raw_key: str | None, scope: str) -> KeyIdentity:
@@ -88,6 +91,10 @@ def _identify(raw_key: str | None, scope: str) -> KeyIdentity:
         raise _unauthorized("API key required: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.")
     check_auth_failures()
     header_key = key_from_headers()
+    prechecked = g.get("sdk_body_key")
+    if prechecked is not None and prechecked != raw_key:
+        count_auth_failure()  # the body's own key is not the one its text scan vouched for
+        raise _unauthorized("The request carries two different API keys; send one.")
     if header_key is not None and header_key != raw_key:
         # One identity per request: a second key beside the one used would otherwise be a free oracle
         # (looked up, never counted) or a way to spend another key's budget.
