@@ -191,3 +191,97 @@ def test_body_whose_parsed_key_differs_from_the_scanned_one_is_refused(auth_requ
     response = client.post("/batch/", data=body, content_type="application/json")
     assert response.status_code == 401 and "two different" in response.json["message"]
     assert stored_count(engine) == 0
+
+
+# --- what the browser SDKs send ----------------------------------------------------------------------
+
+
+def _posthog_js_body(event_uuid: str) -> bytes:
+    return json.dumps({"api_key": "k", "sent_at": _now(), "batch": [
+        {"uuid": event_uuid, "event": "$pageview", "timestamp": _now(),
+         "properties": {"distinct_id": "anon-1", "$current_url": "https://app.example.com/p?q=1",
+                        "$pathname": "/p", "$referrer": "https://ref.example.org/", "token": "k"}}]}).encode()
+
+
+def _form(data: bytes) -> bytes:
+    from urllib.parse import quote
+
+    import base64
+    return b"data=" + quote(base64.b64encode(data).decode(), safe="").encode()
+
+
+@pytest.mark.parametrize("variant", ["gzip text/plain", "gzip-js query", "gzip header", "json text/plain",
+                                     "json", "base64 form", "gzip base64 form"])
+def test_every_posthog_js_body_encoding_stores_the_pageview_as_sent(client, engine, variant):
+    from conftest import stored
+
+    event_uuid = str(uuid.uuid4())
+    body = _posthog_js_body(event_uuid)
+    path, content_type, headers = "/e/", "text/plain", {}
+    if variant == "gzip text/plain":
+        body = gzip.compress(body)
+    elif variant == "gzip-js query":
+        body, path = gzip.compress(body), "/e/?compression=gzip-js&ip=0&ver=1.449.2"
+    elif variant == "gzip header":
+        body, content_type, headers = gzip.compress(body), "application/json", {"Content-Encoding": "gzip"}
+    elif variant == "json":
+        content_type = "application/json"
+    elif variant == "base64 form":
+        body, path, content_type = _form(body), "/e/?compression=base64", "application/x-www-form-urlencoded"
+    elif variant == "gzip base64 form":
+        body, content_type = _form(gzip.compress(body)), "application/x-www-form-urlencoded"
+    response = client.post(path, data=body, content_type=content_type, headers=headers)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    (row,) = stored(engine)
+    assert (row["event_id"], row["user_id"], row["event_type"]) == (event_uuid, "anon-1", "$pageview")
+    assert row["properties"]["$current_url"] == "https://app.example.com/p?q=1"
+    assert (row["properties"]["$pathname"], row["properties"]["$referrer"]) == ("/p", "https://ref.example.org/")
+    # A retry of the same request is a duplicate, not a second event.
+    again = client.post(path, data=body, content_type=content_type, headers=headers)
+    assert again.status_code == 200 and again.json["duplicates"] == 1
+    assert len(stored(engine)) == 1
+
+
+@pytest.mark.parametrize("body, content_type, status", [
+    (gzip.compress(b'{"batch": []}') + b"trailing", "text/plain", 400),
+    (b"\x1f\x8b\x08\x00broken", "text/plain", 400),
+    (b"data=%%%", "application/x-www-form-urlencoded", 400),
+    (b"data=not-base64!", "application/x-www-form-urlencoded", 400),
+    (b"other=1", "application/x-www-form-urlencoded", 400),
+    (b"{}", "application/xml", 415),
+])
+def test_broken_browser_bodies_are_4xx_naming_the_problem(client, engine, body, content_type, status):
+    response = client.post("/e/", data=body, content_type=content_type)
+    assert response.status_code == status and response.json["message"]
+    assert stored_count(engine) == 0
+
+
+def test_segment_short_paths_and_batch_as_analytics_js_sends_them(client, engine):
+    from conftest import stored
+
+    message = {"type": "page", "userId": "u-1", "messageId": "ajs-next-1-x", "timestamp": _now(), "sentAt": _now(),
+               "properties": {"path": "/pricing", "url": "https://app.example.com/pricing", "referrer": "", "title": "P"},
+               "integrations": {}, "writeKey": "wk"}
+    assert client.post("/v1/p", data=json.dumps(message), content_type="text/plain").status_code == 200
+    track = dict(message, type="track", event="Clicked", messageId="ajs-next-2-y")
+    body = json.dumps({"writeKey": "wk", "sentAt": _now(), "batch": [track, message]})  # the page again: duplicate
+    response = client.post("/v1/b", data=body, content_type="text/plain")
+    assert response.status_code == 200 and (response.json["ingested"], response.json["duplicates"]) == (1, 1)
+    rows = {row["event_type"]: row for row in stored(engine)}
+    assert rows.keys() == {"$page", "Clicked"}
+    assert rows["$page"]["properties"]["url"] == "https://app.example.com/pricing"
+
+
+def test_sdk_configuration_answers(client):
+    script = client.get('/array/phc_"<!--<script>/config.js')
+    text = script.get_data(as_text=True)
+    assert script.status_code == 200 and script.mimetype == "application/javascript"
+    assert "<" not in text and '"phc_\\"\\u003c!--\\u003cscript>"' in text  # a string literal that cannot end the script
+    config = client.get("/array/phc_1/config").json
+    assert config["supportedCompression"] == ["gzip", "gzip-js"] and config["hasFeatureFlags"] is False
+    assert "surveys" not in config  # any value (even false) makes posthog-js fetch a surveys bundle
+    assert client.post("/flags/?v=2", data=gzip.compress(b"{}"), content_type="text/plain").json["flags"] == {}
+    settings = client.get("/v1/projects/wk_1/settings", headers={"Host": "events.example.com"}).json
+    assert list(settings["integrations"]) == ["Segment.io"]
+    assert settings["integrations"]["Segment.io"]["apiHost"] == "events.example.com/v1"
+    assert settings["metrics"]["sampleRate"] == 0
