@@ -1,4 +1,5 @@
 """A second app on the session's database with browser settings (CORS origins are read at start-up)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -7,8 +8,14 @@ from flask import Flask
 
 from eventsapp import create_app
 
-_SHARED = ("TESTING", "EVENTSAPP_AUTH", "EVENTSAPP_RATE_LIMIT_INGEST", "EVENTSAPP_RATE_LIMIT_STATS",
-           "EVENTSAPP_RATE_LIMIT_AUTH_FAILURES", "EVENTSAPP_DATA_DIR")
+_SHARED = (
+    "TESTING",
+    "EVENTSAPP_AUTH",
+    "EVENTSAPP_RATE_LIMIT_INGEST",
+    "EVENTSAPP_RATE_LIMIT_STATS",
+    "EVENTSAPP_RATE_LIMIT_AUTH_FAILURES",
+    "EVENTSAPP_DATA_DIR",
+)
 
 
 def browser_app(session_app: Flask, **overrides: Any) -> Flask:

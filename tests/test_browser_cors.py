@@ -1,4 +1,5 @@
 """CORS on ingest paths only, per EVENTSAPP_CORS_ORIGINS; pages on other origins are refused."""
+
 from __future__ import annotations
 
 import json
@@ -25,18 +26,39 @@ def wildcard(app):
 
 
 def _event() -> str:
-    return json.dumps({"api_key": "k", "batch": [{"event": "clicked", "distinct_id": "u", "uuid": str(uuid.uuid4()),
-                                                 "timestamp": datetime.now(timezone.utc).isoformat()}]})
+    return json.dumps(
+        {
+            "api_key": "k",
+            "batch": [
+                {
+                    "event": "clicked",
+                    "distinct_id": "u",
+                    "uuid": str(uuid.uuid4()),
+                    "timestamp": datetime.now(timezone.utc).isoformat(),
+                }
+            ],
+        }
+    )
 
 
 def _preflight(client, path: str, origin: str, headers: str = "content-type"):
-    return client.options(path, headers={"Origin": origin, "Access-Control-Request-Method": "POST",
-                                         "Access-Control-Request-Headers": headers})
+    return client.options(
+        path,
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": headers,
+        },
+    )
 
 
 INGEST = ["/e/", "/batch/", "/v1/t", "/v1/batch", "/events", "/flags/?v=2"]
-CLOSED = ["/stats/dau?from=2025-08-01&to=2025-08-02", "/stats/summary?from=2025-08-01&to=2025-08-02",
-          "/metrics", "/ready"]
+CLOSED = [
+    "/stats/dau?from=2025-08-01&to=2025-08-02",
+    "/stats/summary?from=2025-08-01&to=2025-08-02",
+    "/metrics",
+    "/ready",
+]
 
 
 @pytest.mark.parametrize("path", INGEST)
@@ -67,14 +89,22 @@ def test_unlisted_origin_is_refused_and_nothing_is_stored(listed, client, engine
         assert "Access-Control-Allow-Origin" not in _preflight(app_client, "/e/", OTHER).headers
         response = app_client.post("/e/", data=_event(), content_type="text/plain", headers={"Origin": OTHER})
         assert response.status_code == 403 and "EVENTSAPP_CORS_ORIGINS" in response.json["message"]
-        response = app_client.post("/v1/t", data=json.dumps({"userId": "u", "event": "x"}),
-                                   content_type="text/plain", headers={"Origin": OTHER})
+        response = app_client.post(
+            "/v1/t",
+            data=json.dumps({"userId": "u", "event": "x"}),
+            content_type="text/plain",
+            headers={"Origin": OTHER},
+        )
         assert response.status_code == 403
     assert stored_count(engine) == 0
     # Without Origin (a server SDK, curl) or from the server's own origin, nothing changes.
     assert client.post("/e/", data=_event(), content_type="text/plain").status_code == 200
-    assert client.post("/e/", data=_event(), content_type="text/plain",
-                       headers={"Origin": "http://localhost"}).status_code == 200
+    assert (
+        client.post(
+            "/e/", data=_event(), content_type="text/plain", headers={"Origin": "http://localhost"}
+        ).status_code
+        == 200
+    )
     assert stored_count(engine) == 2
 
 

@@ -6,6 +6,7 @@ origin than the API. Each SDK's events are logged by the page as the SDK hands t
 the test then checks the database and /stats/* against that log: every event once, none lost, the
 right user and type, also for events fired right before a navigation and for requests the SDKs retry.
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,17 +32,33 @@ pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")
 PAGE_DIR = Path(__file__).resolve().parent / "browser"
 # posthog-js drops every event of a browser it takes for a bot, as it does headless Chromium's own agent.
-USER_AGENT = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-              "Chrome/131.0.0.0 Safari/537.36")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-blink-features=AutomationControlled", f"--user-agent={USER_AGENT}"]
-SEGMENT_TYPES = {"identify": "$identify", "page": "$page", "screen": "$screen", "group": "$group", "alias": "$alias"}
+USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) " "Chrome/131.0.0.0 Safari/537.36"
+)
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-blink-features=AutomationControlled",
+    f"--user-agent={USER_AGENT}",
+]
+SEGMENT_TYPES = {
+    "identify": "$identify",
+    "page": "$page",
+    "screen": "$screen",
+    "group": "$group",
+    "alias": "$alias",
+}
 DELIVERY_TIMEOUT = 30.0
 
 
 def _unavailable(reason: str):
     if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI must run the browser SDK tests (.ci/run installs chromium and the npm packages)")
+        pytest.fail(
+            f"{reason}; CI must run the browser SDK tests (.ci/run installs chromium and the npm packages)"
+        )
     pytest.skip(reason)
 
 
@@ -54,9 +71,12 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def page_port():
     """A static server for the test page: its own origin (another port than the API's)."""
     if not (PAGE_DIR / "node_modules" / "posthog-js").is_dir():
-        _unavailable("tests/browser/node_modules is missing: run `npm ci` in tests/browser (needs node and npm)")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(_QuietHandler, directory=str(PAGE_DIR)))
+        _unavailable(
+            "tests/browser/node_modules is missing: run `npm ci` in tests/browser (needs node and npm)"
+        )
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(PAGE_DIR))
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server.server_address[1]
     server.shutdown()
@@ -64,10 +84,12 @@ def page_port():
 
 @pytest.fixture(scope="module")
 def api(app, page_port):
-    """The API on its own port, allowing the page's origin (http://127.0.0.1:PORT; not http://localhost:PORT)."""
+    """The API on its own port, allowing the page origin http://127.0.0.1:PORT (not http://localhost:PORT)."""
     from waitress.server import create_server
 
-    served = browser_app(app, EVENTSAPP_CORS_ORIGINS=(f"http://127.0.0.1:{page_port}",), EVENTSAPP_AUTH="required")
+    served = browser_app(
+        app, EVENTSAPP_CORS_ORIGINS=(f"http://127.0.0.1:{page_port}",), EVENTSAPP_AUTH="required"
+    )
     server = create_server(served, host="127.0.0.1", port=0, threads=8)
     threading.Thread(target=server.run, daemon=True).start()
     yield f"http://127.0.0.1:{server.effective_port}"
@@ -105,7 +127,9 @@ def key(engine, page_port) -> str:
     from eventsapp.security import auth, keys
 
     auth.clear_cache()
-    return keys.create_key(engine, "web-page", ["ingest"], browser=True, origins=[f"http://127.0.0.1:{page_port}"])
+    return keys.create_key(
+        engine, "web-page", ["ingest"], browser=True, origins=[f"http://127.0.0.1:{page_port}"]
+    )
 
 
 def page_url(port: int, api: str, host: str = "127.0.0.1", **keys: str) -> str:
@@ -150,24 +174,37 @@ def wait_for_events(engine, expected: dict[str, tuple[str, str]]) -> dict[str, t
 
 
 def fire(page, posthog_events: int, segment_events: int, label: str) -> None:
-    page.evaluate("""([ph, seg, label]) => {
+    page.evaluate(
+        """([ph, seg, label]) => {
         for (let i = 0; i < ph; i++) posthog.capture(`${label} clicked`, {i});
         for (let i = 0; i < seg; i++) analytics.track(`${label} Clicked`, {i});
-    }""", [posthog_events, segment_events, label])
+    }""",
+        [posthog_events, segment_events, label],
+    )
 
 
 def test_both_sdks_deliver_1000_events_once_with_user_and_type(page, page_port, api, engine, key):
     answers: list[tuple[int, str]] = []
-    page.on("response", lambda response: response.url.startswith(api) and answers.append((response.status, response.url)))
+    page.on(
+        "response",
+        lambda response: response.url.startswith(api) and answers.append((response.status, response.url)),
+    )
     url = page_url(page_port, api, posthog=key, segment=key)
     open_page(page, url, "posthog", "segment")
-    page.evaluate("() => { posthog.identify('user-7'); analytics.identify('user-7', {plan: 'pro'}); analytics.page(); }")
+    page.evaluate(
+        "() => { posthog.identify('user-7'); analytics.identify('user-7', {plan: 'pro'}); analytics.page(); }"
+    )
     # posthog-js itself drops events past a burst of 100 (then 10/s) before they are logged or sent
     # (its client rate limit, on by default), so it gets 95 of the 1,000 events and analytics.js 905.
     fire(page, 85, 855, "early")
     # As over a page's life, the SDKs' queues leave on their own before the last events: posthog-js's
     # unload beacon has the browser's 64 KB limit, so hundreds of events queued at once would not fit.
-    wait_for_events(engine, expected_rows(page.evaluate("() => { saveSent(); return JSON.parse(localStorage.getItem('sent')); }")))
+    wait_for_events(
+        engine,
+        expected_rows(
+            page.evaluate("() => { saveSent(); return JSON.parse(localStorage.getItem('sent')); }")
+        ),
+    )
     # Right before leaving. analytics.js hands an event to its transport a few promise turns after the
     # call, so like Segment's own trackLink it gets 300 ms; its batch then leaves by a keepalive fetch on
     # pagehide. posthog-js gets no delay at all: its queue leaves by sendBeacon on unload.
@@ -185,24 +222,29 @@ def test_both_sdks_deliver_1000_events_once_with_user_and_type(page, page_port, 
 
     kinds = Counter(kind for _, kind in expected.values())
     assert (kinds["early clicked"], kinds["early Clicked"]) == (85, 855)  # 1,000 events fired in all,
-    assert (kinds["late clicked"], kinds["late Clicked"]) == (10, 50)     # all stored once
+    assert (kinds["late clicked"], kinds["late Clicked"]) == (10, 50)  # all stored once
     assert kinds["$pageview"] == kinds["$pageleave"] == 2 and kinds["$identify"] >= 2 and kinds["$page"] == 1
     assert {user for user, kind in expected.values() if "Clicked" in kind or "clicked" in kind} == {"user-7"}
 
     rows = [row for row in stored(engine) if row["event_type"] == "$pageview"]
     assert {row["properties"]["$pathname"] for row in rows} == {"/page.html"}
-    assert all(row["properties"]["$current_url"].startswith(f"http://127.0.0.1:{page_port}/page.html?")
-               for row in rows)
+    assert all(
+        row["properties"]["$current_url"].startswith(f"http://127.0.0.1:{page_port}/page.html?")
+        for row in rows
+    )
     page_row = next(row for row in stored(engine) if row["event_type"] == "$page")
-    assert page_row["properties"]["path"] == "/page.html" and page_row["properties"]["url"].startswith("http://")
+    assert page_row["properties"]["path"] == "/page.html" and page_row["properties"]["url"].startswith(
+        "http://"
+    )
 
     from eventsapp.security import keys
 
     reader = {"Authorization": "Bearer " + keys.create_key(engine, "analyst", ["read"])}
     today = datetime.now(timezone.utc).date()
     query = {"from": (today - timedelta(days=1)).isoformat(), "to": (today + timedelta(days=1)).isoformat()}
-    top = requests.get(f"{api}/stats/top-events", params={**query, "limit": 1000}, headers=reader,
-                       timeout=10).json()
+    top = requests.get(
+        f"{api}/stats/top-events", params={**query, "limit": 1000}, headers=reader, timeout=10
+    ).json()
     assert {row["event_type"]: row["count"] for row in top} == dict(kinds)
     summary = requests.get(f"{api}/stats/summary", params=query, headers=reader, timeout=10).json()
     assert summary["events"] == len(expected)
@@ -218,11 +260,14 @@ def test_retried_requests_are_stored_once(page, page_port, api, engine, key):
     def store_then_fail(route):
         assert route.fetch().status == 200  # stored by the server ...
         failed.append(route.request.url)
-        route.fulfill(status=503, headers={"Access-Control-Allow-Origin": "*", "Retry-After": "1"},
-                      body='{"code": 503}')  # ... but the SDK sees a failure
+        route.fulfill(
+            status=503, headers={"Access-Control-Allow-Origin": "*", "Retry-After": "1"}, body='{"code": 503}'
+        )  # ... but the SDK sees a failure
 
     def first_only(path: str):
-        return lambda url: url.startswith(api + path) and not any(item.startswith(api + path) for item in failed)
+        return lambda url: url.startswith(api + path) and not any(
+            item.startswith(api + path) for item in failed
+        )
 
     page.route(first_only("/e/"), store_then_fail)
     page.route(first_only("/v1/b"), store_then_fail)

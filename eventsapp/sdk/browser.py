@@ -6,6 +6,7 @@ loads ``/v1/projects/<writeKey>/settings`` and sends nothing at all unless it na
 integration. None of these answers depends on the key or touches the database: they hold nothing
 secret, so they are open (and cost no lookup a scanner could use as an oracle).
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,11 @@ from typing import Any
 from flask import Response, request
 from flask_smorest import Blueprint
 
-blp = Blueprint("sdk_browser", __name__,
-                description="Configuration the browser SDKs (posthog-js, analytics.js) load before sending.")
+blp = Blueprint(
+    "sdk_browser",
+    __name__,
+    description="Configuration the browser SDKs (posthog-js, analytics.js) load before sending.",
+)
 
 MAX_TOKEN_CHARS = 256
 
@@ -47,13 +51,18 @@ def posthog_remote_config(token: str) -> dict[str, Any]:
 def segment_settings(write_key: str, host: str, scheme: str) -> dict[str, Any]:
     """analytics.js's CDN settings naming only our own integration, pointed back at this server."""
     return {
-        "integrations": {"Segment.io": {
-            "apiKey": write_key, "apiHost": f"{host}/v1", "protocol": scheme,
-            "unbundledIntegrations": [], "addBundledMetadata": False,
-            # Batches to /v1/b, flushed with a keepalive fetch on pagehide: without it analytics.js
-            # sends one request per event and loses those fired right before a navigation.
-            "deliveryStrategy": {"strategy": "batching", "config": BATCHING},
-        }},
+        "integrations": {
+            "Segment.io": {
+                "apiKey": write_key,
+                "apiHost": f"{host}/v1",
+                "protocol": scheme,
+                "unbundledIntegrations": [],
+                "addBundledMetadata": False,
+                # Batches to /v1/b, flushed with a keepalive fetch on pagehide: without it analytics.js
+                # sends one request per event and loses those fired right before a navigation.
+                "deliveryStrategy": {"strategy": "batching", "config": BATCHING},
+            }
+        },
         "plan": {},
         "edgeFunction": {},
         "analyticsNextEnabled": True,
@@ -75,8 +84,10 @@ def _script_literal(value: Any) -> str:
 def posthog_config_js(token: str):
     """Answer posthog-js's remote-config script with no features enabled."""
     config = {"config": posthog_remote_config(token), "siteApps": []}
-    script = (f"(function(){{var w=window;w._POSTHOG_REMOTE_CONFIG=w._POSTHOG_REMOTE_CONFIG||{{}};"
-              f"w._POSTHOG_REMOTE_CONFIG[{_script_literal(token)}]={_script_literal(config)};}})();\n")
+    script = (
+        f"(function(){{var w=window;w._POSTHOG_REMOTE_CONFIG=w._POSTHOG_REMOTE_CONFIG||{{}};"
+        f"w._POSTHOG_REMOTE_CONFIG[{_script_literal(token)}]={_script_literal(config)};}})();\n"
+    )
     return Response(script, mimetype="application/javascript")
 
 
@@ -89,11 +100,20 @@ def posthog_config(token: str):
 
 @blp.route("/flags/", methods=["GET", "POST"], strict_slashes=False, endpoint="posthog_flags")
 @blp.route("/decide/", methods=["GET", "POST"], strict_slashes=False, endpoint="posthog_decide")
-@blp.doc(responses={200: {"description": "No feature flags (both the /flags v2 and the legacy /decide shape)."}})
+@blp.doc(
+    responses={200: {"description": "No feature flags (both the /flags v2 and the legacy /decide shape)."}}
+)
 def posthog_flags():
     """Answer posthog-js's feature-flag request: no flags."""
-    return {"flags": {}, "featureFlags": {}, "featureFlagPayloads": {}, "errorsWhileComputingFlags": False,
-            "supportedCompression": SUPPORTED_COMPRESSION, "sessionRecording": False, "siteApps": []}
+    return {
+        "flags": {},
+        "featureFlags": {},
+        "featureFlagPayloads": {},
+        "errorsWhileComputingFlags": False,
+        "supportedCompression": SUPPORTED_COMPRESSION,
+        "sessionRecording": False,
+        "siteApps": [],
+    }
 
 
 @blp.route("/v1/projects/<string(maxlength=256):write_key>/settings", methods=["GET"])

@@ -10,6 +10,7 @@ CORS only stops a page from *reading* an answer: a ``text/plain`` POST (what the
 request") reaches the server from any page. So a request whose ``Origin`` is neither this server's nor
 listed is refused here (403), before its key or body is looked at.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,8 +26,13 @@ PREFLIGHT_MAX_AGE = 86400  # browsers cap it (Chromium: 2 h), sparing a prefligh
 
 
 def _rule_regex(rule: str) -> str:
-    return "^" + re.sub(r"<[^>]+>", "[^/]+", re.escape(rule).replace(r"\<", "<").replace(r"\>", ">")
-                        .replace(r"\:", ":")) + "/?$"
+    return (
+        "^"
+        + re.sub(
+            r"<[^>]+>", "[^/]+", re.escape(rule).replace(r"\<", "<").replace(r"\>", ">").replace(r"\:", ":")
+        )
+        + "/?$"
+    )
 
 
 def browser_paths(app: Flask) -> list[str]:
@@ -54,15 +60,23 @@ def _refuse_unlisted_origin() -> None:
     if origin.lower() == f"{request.scheme}://{request.host}".lower():
         return  # same origin: no CORS involved
     if not origin_allowed(origin, current_app.config["EVENTSAPP_CORS_ORIGINS"]):
-        raise ApiError(f"Origin {origin!r} may not send events here (EVENTSAPP_CORS_ORIGINS).", status_code=403)
+        raise ApiError(
+            f"Origin {origin!r} may not send events here (EVENTSAPP_CORS_ORIGINS).", status_code=403
+        )
 
 
 def init_cors(app: Flask) -> None:
     """Call after every blueprint is registered (the paths come from the routes)."""
     origins = app.config["EVENTSAPP_CORS_ORIGINS"]
     if origins:
-        CORS(app, resources={path: {} for path in browser_paths(app)},
-             origins=["*"] if "*" in origins else list(origins), max_age=PREFLIGHT_MAX_AGE,
-             send_wildcard="*" in origins, supports_credentials=False, vary_header=True)
+        CORS(
+            app,
+            resources={path: {} for path in browser_paths(app)},
+            origins=["*"] if "*" in origins else list(origins),
+            max_age=PREFLIGHT_MAX_AGE,
+            send_wildcard="*" in origins,
+            supports_credentials=False,
+            vary_header=True,
+        )
     # First of all hooks: an unlisted page spends no key lookup and no rate-limit budget.
     app.before_request_funcs.setdefault(None, []).insert(0, _refuse_unlisted_origin)

@@ -19,6 +19,7 @@ Order of work (issue 18.7: an unknown key must not buy an inflate and a parse):
 
 ``BODY_WORK`` counts inflates and parses, so tests (and operators) can see refusals cost neither.
 """
+
 from __future__ import annotations
 
 import base64
@@ -36,8 +37,9 @@ from ..errors import ApiError
 from ..ingest import rules
 from ..ingest.body import READ_CHUNK, _read_limited
 
-BODY_WORK = Counter("eventsapp_sdk_body_work_total",
-                    "SDK request bodies inflated (gzip) or parsed (JSON), by step", ["step"])
+BODY_WORK = Counter(
+    "eventsapp_sdk_body_work_total", "SDK request bodies inflated (gzip) or parsed (JSON), by step", ["step"]
+)
 
 GZIP_MAGIC = b"\x1f\x8b"
 JSON_TYPES = frozenset({"application/json", "text/plain"})
@@ -67,8 +69,10 @@ def _check_type(request: Request) -> str:
     mimetype = request.mimetype or ""
     if mimetype in JSON_TYPES or mimetype == FORM_TYPE:
         return mimetype
-    raise ApiError(f"Content-Type must be application/json, text/plain or {FORM_TYPE}, "
-                   f"got {mimetype or 'none'!r}.", status_code=415)
+    raise ApiError(
+        f"Content-Type must be application/json, text/plain or {FORM_TYPE}, " f"got {mimetype or 'none'!r}.",
+        status_code=415,
+    )
 
 
 def _wants_gzip(request: Request, data: bytes) -> bool:
@@ -118,14 +122,20 @@ def _unform(data: bytes) -> bytes:
         raise ApiError("Form body is not valid url-encoded text.", status_code=400) from None
     encoded = fields.get("data")
     if encoded is None:
-        raise ApiError('Form body must carry the events as "data=<base64 JSON>".', status_code=400,
-                       errors={"form": {"data": [rules.MSG_MISSING]}})
+        raise ApiError(
+            'Form body must carry the events as "data=<base64 JSON>".',
+            status_code=400,
+            errors={"form": {"data": [rules.MSG_MISSING]}},
+        )
     try:
         # A "+" left unescaped arrives as a space.
         return base64.b64decode(encoded.replace(" ", "+"), validate=True)
     except (binascii.Error, ValueError):
-        raise ApiError('Form field "data" is not valid base64.', status_code=400,
-                       errors={"form": {"data": ["Not valid base64."]}}) from None
+        raise ApiError(
+            'Form field "data" is not valid base64.',
+            status_code=400,
+            errors={"form": {"data": ["Not valid base64."]}},
+        ) from None
 
 
 def read_body(request: Request, limit: int) -> RawBody:

@@ -122,7 +122,8 @@ def segment_batch():
     return _segment(None)
 
 
-@segment_blp.route("/<any(track, identify, page, screen, group, alias, t, i, p, s, g, a):call>", methods=["POST"])
+@segment_blp.route("/<any(track, identify, page, screen, group, alias, t, i, p, s, g, a):call>",
+                   methods=["POST"])
 @segment_blp.doc(requestBody={"required": True,
                               "content": {"application/json": {"schema": SegmentMessageSchema}}})
 @segment_blp.response(200, SegmentSuccessSchema, description="Stored (a message already stored is skipped).")

@@ -172,7 +172,8 @@ def _has_surrogate(value: Any, depth: int = 0) -> bool:
     if depth > 200:
         return False  # deeper than any JSON we parse; the id check reports it as too deep
     if isinstance(value, dict):
-        return any(_has_surrogate(key, depth + 1) or _has_surrogate(item, depth + 1) for key, item in value.items())
+        return any(_has_surrogate(key, depth + 1) or _has_surrogate(item, depth + 1)
+                   for key, item in value.items())
     if isinstance(value, list):
         return any(_has_surrogate(item, depth + 1) for item in value)
     return False

@@ -123,7 +123,8 @@ def _check_browser_key(identity: KeyIdentity) -> None:
     """
     access = _access()
     if access is None or not access.browser_ok:
-        raise ApiError(f"API key {identity.name!r} is a browser key: it can only send events.", status_code=403)
+        raise ApiError(f"API key {identity.name!r} is a browser key: it can only send events.",
+                       status_code=403)
     origin = (request.headers.get("Origin") or "").strip().rstrip("/").lower()
     if identity.origins and origin not in identity.origins:
         raise ApiError(f"API key {identity.name!r} may not be used from origin {origin or 'none'!r}.",

@@ -61,9 +61,11 @@ def _engine() -> Iterator[sa.Engine]:
     help="Repeat for several: ingest (send events), read (stats), admin (everything).",
 )
 @click.option("--browser", is_flag=True,
-              help="A key to embed in a web page (public): ingest only, browser endpoints only, rate-limited per IP.")
+              help="A key to embed in a web page (public): ingest only, browser endpoints only, "
+              "rate-limited per IP.")
 @click.option("--origin", "origins", multiple=True, metavar="URL",
-              help="With --browser: a web origin allowed to use the key (repeat; e.g. https://app.example.com).")
+              help="With --browser: a web origin allowed to use the key "
+              "(repeat; e.g. https://app.example.com).")
 def create_command(name: str, scopes: tuple[str, ...], browser: bool, origins: tuple[str, ...]) -> None:
     """Create a key and print it once."""
     try:

@@ -70,7 +70,8 @@ def normalize_origins(origins: list[str]) -> list[str]:
     for origin in origins:
         value = origin.strip().rstrip("/").lower()
         if not ORIGIN_PATTERN.match(value):
-            raise KeyManagementError(f"Origin {origin!r} is not scheme://host[:port] (e.g. https://app.example.com).")
+            raise KeyManagementError(
+                f"Origin {origin!r} is not scheme://host[:port] (e.g. https://app.example.com).")
         if value not in result:
             result.append(value)
     return result
@@ -86,7 +87,8 @@ def create_key(engine: sa.Engine, name: str, scopes: list[str], *, browser: bool
     if origins and not browser:
         raise KeyManagementError("--origin applies to browser keys only: add --browser.")
     if browser and sorted(set(scopes)) != ["ingest"]:
-        raise KeyManagementError("A browser key can only have the ingest scope (anyone can read it in the page).")
+        raise KeyManagementError(
+            "A browser key can only have the ingest scope (anyone can read it in the page).")
     allowed_origins = normalize_origins(origins or [])
     if not NAME_PATTERN.match(name or ""):
         raise KeyManagementError("Key name must be 1-64 characters: letters, digits, '_', '.', '-'.")
@@ -99,7 +101,8 @@ def create_key(engine: sa.Engine, name: str, scopes: list[str], *, browser: bool
     raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
     statement = (
         postgresql.insert(api_keys)
-        .values(name=name, key_hash=hash_secret(raw_key), scopes=wanted, browser=browser, origins=allowed_origins)
+        .values(name=name, key_hash=hash_secret(raw_key), scopes=wanted, browser=browser,
+                origins=allowed_origins)
         .on_conflict_do_nothing(index_elements=["name"])
     )
     with engine.begin() as connection:
@@ -118,7 +121,8 @@ def list_keys(engine: sa.Engine) -> list[KeyInfo]:
     ).order_by(api_keys.c.created_at, api_keys.c.name)
     with engine.connect() as connection:
         return [
-            KeyInfo(row.name, list(row.scopes), row.created_at, row.revoked_at, row.browser, tuple(row.origins))
+            KeyInfo(row.name, list(row.scopes), row.created_at, row.revoked_at, row.browser,
+                    tuple(row.origins))
             for row in connection.execute(query)
         ]
 
