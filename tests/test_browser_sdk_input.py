@@ -364,3 +364,44 @@ def test_sdk_configuration_answers(client):
     assert list(settings["integrations"]) == ["Segment.io"]
     assert settings["integrations"]["Segment.io"]["apiHost"] == "events.example.com/v1"
     assert settings["metrics"]["sampleRate"] == 0
+
+
+def test_a_browser_clock_off_by_hours_is_corrected_on_both_sdks(client, engine):
+    from datetime import timedelta
+
+    from conftest import stored
+
+    browser_now = datetime.now(timezone.utc) + timedelta(hours=3, minutes=7)  # the visitor's wrong clock
+    fired = (browser_now - timedelta(seconds=40)).isoformat()
+    posthog_body = {
+        "api_key": "k",
+        "sent_at": browser_now.isoformat(),
+        "batch": [
+            {
+                "uuid": str(uuid.uuid4()),
+                "event": "clicked",
+                "timestamp": fired,
+                "properties": {"distinct_id": "u"},
+            }
+        ],
+    }
+    segment_body = {
+        "type": "track",
+        "event": "Clicked",
+        "userId": "u",
+        "messageId": "ajs-next-9-z",
+        "timestamp": fired,
+        "sentAt": browser_now.isoformat(),
+        "writeKey": "k",
+    }
+    before = datetime.now(timezone.utc)
+    assert (
+        client.post(
+            "/e/", data=gzip.compress(json.dumps(posthog_body).encode()), content_type="text/plain"
+        ).status_code
+        == 200
+    )
+    assert client.post("/v1/t", data=json.dumps(segment_body), content_type="text/plain").status_code == 200
+    after = datetime.now(timezone.utc)
+    for row in stored(engine):  # received_at - (sent_at - timestamp): 40 s before arrival
+        assert before - timedelta(seconds=40) <= row["occurred_at"] <= after - timedelta(seconds=40)
