@@ -36,6 +36,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     security.init_app(app, api)
 
     _register_blueprints(app, api)
+    from .sdk.cors import init_cors
+    init_cors(app)  # after the blueprints: CORS covers the routes policy.py marks browser_ok
     register_error_handlers(app)
     _register_cli(app)
 
@@ -59,6 +61,8 @@ def _register_blueprints(app: Flask, api) -> None:
     from .sdk.routes import posthog_blp, segment_blp
     api.register_blueprint(segment_blp)
     api.register_blueprint(posthog_blp)
+    from .sdk.browser import blp as sdk_browser_blp
+    api.register_blueprint(sdk_browser_blp)
     # Swagger UI's assets come from the installed package, so /docs works with no internet.
     assets = Path(flask_swagger_ui.__file__).resolve().parent / "dist"
     app.register_blueprint(Blueprint("docs_assets", __name__, static_folder=str(assets),

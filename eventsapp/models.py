@@ -110,4 +110,7 @@ api_keys = sa.Table(
     sa.Column("scopes", pg.ARRAY(sa.Text), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    # Browser-safe keys (migration 0005): ingest only, from the listed web origins (empty: any).
+    sa.Column("browser", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("origins", pg.ARRAY(sa.Text), nullable=False, server_default="{}"),
 )

@@ -24,6 +24,9 @@ class Access:
     key_in_body: bool = False
     # Answered with 503 until the database schema is at the migrations' head.
     needs_schema: bool = True
+    # Reachable from a web page: CORS headers per EVENTSAPP_CORS_ORIGINS, a cross-origin request from
+    # an origin not listed is refused, and browser-safe keys are accepted (they are refused elsewhere).
+    browser_ok: bool = False
 
 
 # Budget name -> the config key holding its limit (any `limits` string, read per request).
@@ -35,9 +38,11 @@ BUDGET_LIMITS: dict[str, str] = {
 _OPEN = Access(scope=None, needs_schema=False)
 
 BLUEPRINTS: dict[str, Access] = {
-    "ingest": Access(scope="ingest", budget="ingest"),
-    "sdk_segment": Access(scope="ingest", budget="ingest", key_in_body=True),
-    "sdk_posthog": Access(scope="ingest", budget="ingest", key_in_body=True),
+    "ingest": Access(scope="ingest", budget="ingest", browser_ok=True),
+    "sdk_segment": Access(scope="ingest", budget="ingest", key_in_body=True, browser_ok=True),
+    "sdk_posthog": Access(scope="ingest", budget="ingest", key_in_body=True, browser_ok=True),
+    # posthog-js remote config / flags and analytics.js settings: fixed answers, no key, no database.
+    "sdk_browser": Access(scope=None, needs_schema=False, browser_ok=True),
     "stats": Access(scope="read", budget="stats"),
     # /ready reports the schema itself (503 with the reason); /health must answer while it is not ready.
     "health": _OPEN,
