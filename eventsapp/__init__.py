@@ -65,6 +65,9 @@ def _register_blueprints(app: Flask, api) -> None:
                                      static_url_path="/docs-assets"))
     from .dashboard.routes import bp as dashboard_bp
     app.register_blueprint(dashboard_bp)
+    from .people.routes import admin_blp as people_admin_blp, blp as people_blp
+    api.register_blueprint(people_blp)
+    api.register_blueprint(people_admin_blp)
 
 
 def _register_cli(app: Flask) -> None:

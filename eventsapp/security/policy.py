@@ -44,6 +44,9 @@ BLUEPRINTS: dict[str, Access] = {
     "api-docs": _OPEN,
     "docs_assets": _OPEN,
     "dashboard": _OPEN,
+    # People (issue 15): reading a user's events needs `read`; DELETE /users/{id} needs `admin` (below).
+    "people": Access(scope="read", budget="stats"),
+    "people_admin": Access(scope="admin"),
 }
 UNMAPPED = Access(scope="admin")
 UNMAPPED_SCOPE = UNMAPPED.scope
