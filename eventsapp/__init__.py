@@ -77,4 +77,6 @@ def _register_cli(app: Flask) -> None:
     app.cli.add_command(rollups_cli)
     from .importer.cli import import_csv_command
     app.cli.add_command(import_csv_command)
+    from .people.cli import users_cli
+    app.cli.add_command(users_cli)
 
