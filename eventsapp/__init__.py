@@ -68,6 +68,8 @@ def _register_blueprints(app: Flask, api) -> None:
     from .people.routes import admin_blp as people_admin_blp, blp as people_blp
     api.register_blueprint(people_blp)
     api.register_blueprint(people_admin_blp)
+    from .export.routes import blp as export_blp
+    api.register_blueprint(export_blp)
 
 
 def _register_cli(app: Flask) -> None:
@@ -79,4 +81,6 @@ def _register_cli(app: Flask) -> None:
     app.cli.add_command(import_csv_command)
     from .people.cli import users_cli
     app.cli.add_command(users_cli)
+    from .export.cli import export_events_command
+    app.cli.add_command(export_events_command)
 

@@ -11,10 +11,10 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
 from webargs.flaskparser import FlaskParser
 
 from ..errors import ApiError
-from ..stats.schemas import SEGMENT_HELP, TZ_HELP, Segment, SegmentField, TimezoneField
+from ..stats.schemas import SEGMENT_HELP, TZ_HELP, Segment, SegmentField, TimezoneField, parse_segment, parse_timezone
 
 __all__ = ["QueryBlueprint", "RangeArgs", "Segment", "SegmentField", "TimezoneField", "local_range",
-           "SEGMENT_HELP", "TZ_HELP"]
+           "parse_segment", "parse_timezone", "SEGMENT_HELP", "TZ_HELP"]
 
 
 class _QueryParser(FlaskParser):
@@ -61,3 +61,4 @@ def local_range(first: date | None, last: date | None, tz: str) -> tuple[datetim
     start = day_start(first, tz) if first else None
     end = day_start(last + timedelta(days=1), tz) if last else None
     return start, end
+

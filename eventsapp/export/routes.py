@@ -1,0 +1,48 @@
+"""``GET /export/events``: every matching event, streamed."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, current_app, request
+from marshmallow import fields, validate
+
+from ..errors import document_errors
+from ..extensions import db
+from ..people.params import SEGMENT_HELP, QueryBlueprint, RangeArgs, SegmentField, local_range
+from . import service
+
+blp = QueryBlueprint("export", __name__, url_prefix="/export",
+                     description="Take the data out: every event of a range as NDJSON or import-format CSV.")
+
+MEDIA_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
+
+
+class ExportArgs(RangeArgs):
+    from_ = fields.Date(required=True, data_key="from",
+                        metadata={"description": "First local date (inclusive), YYYY-MM-DD."})
+    to = fields.Date(required=True, metadata={"description": "Last local date (inclusive), YYYY-MM-DD."})
+    segment = fields.List(SegmentField(), load_default=list, metadata={"description": SEGMENT_HELP})
+    format = fields.String(load_default="ndjson", validate=validate.OneOf(service.FORMATS),
+                           metadata={"description": "`ndjson` (one POST /events event per line) or `csv` "
+                                                    "(the `flask import-csv` format)."})
+
+
+@blp.route("/events")
+@blp.arguments(ExportArgs, location="query", as_kwargs=True)
+@blp.response(200, description="The events in (occurred_at, event_id) order, streamed; gzip-compressed "
+              "when Accept-Encoding allows gzip.", content_type="application/x-ndjson")
+@document_errors(blp, {400: "A malformed parameter (errors.query names it)."})
+def export_events(from_, to, tz, segment, format: str, **_: Any):
+    """Export every event of a range."""
+    tz = tz or current_app.config["EVENTSAPP_TIMEZONE"]
+    start, end = local_range(from_, to, tz)
+    chunks = service.stream_export(db.engine, start=start, end=end, segments=segment, fmt=format)
+    return _streamed(chunks, format, f"events-{from_}-{to}.{format}")
+
+
+def _streamed(chunks, fmt: str, filename: str) -> Response:
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"', "Vary": "Accept-Encoding"}
+    if request.accept_encodings["gzip"] > 0:
+        chunks = service.gzipped(chunks)
+        headers["Content-Encoding"] = "gzip"
+    return Response(chunks, mimetype=MEDIA_TYPES[fmt], headers=headers, direct_passthrough=True)
