@@ -149,3 +149,31 @@ def test_cli_writes_stdout_and_refuses_bad_options(runner, client):
                        (["--to", "2025-07-01"], "--to")):
         bad = runner.invoke(args=["export-events", "--from", "2025-08-01", "--to", "2025-08-02", "-o", "-", *args])
         assert bad.exit_code == 2 and hint in bad.output, bad.output
+
+
+def test_a_client_that_goes_away_stops_the_export_and_frees_its_connection(client, engine):
+    rows = list(generate_rows(20000, seed=5, start="2025-08-01", days=3, users=50))
+    with engine.begin() as connection:
+        write_events(connection, rows)
+    response = client.get("/export/events", query_string={"from": "2025-07-31", "to": "2025-08-05"}, buffered=False)
+    first = next(iter(response.response))
+    assert first.startswith(b'{"event_id":')
+    response.close()   # what the WSGI server does when the client disconnects
+    with engine.connect() as connection:
+        copies = connection.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT%%' AND state <> 'idle'").scalar()
+    assert copies == 0
+
+
+def test_a_gzip_client_that_goes_away_stops_the_export_too(client, engine):
+    rows = list(generate_rows(20000, seed=6, start="2025-08-01", days=3, users=50))
+    with engine.begin() as connection:
+        write_events(connection, rows)
+    response = client.get("/export/events", query_string={"from": "2025-07-31", "to": "2025-08-05", "format": "csv"},
+                          headers={"Accept-Encoding": "gzip"}, buffered=False)
+    next(iter(response.response))
+    response.close()
+    with engine.connect() as connection:
+        copies = connection.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT%%' AND state <> 'idle'").scalar()
+    assert copies == 0

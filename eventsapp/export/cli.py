@@ -53,13 +53,13 @@ def export_events_command(from_: str, to: str, tz: str | None, segment: tuple[st
     start, end = local_range(first, last, tz)
 
     bar = ProgressBar(sys.stderr) if not quiet and sys.stderr.isatty() else None
-    rows = 0
+    done = 0
 
     def on_rows(count: int) -> None:
-        nonlocal rows
-        rows += count
+        nonlocal done
+        done += count
         if bar:
-            bar.update(rows, 0, None)
+            bar.update(done, 0, None)
 
     started = time.perf_counter()
     sink = sys.stdout.buffer if output == "-" else open(output, "wb")
@@ -67,9 +67,8 @@ def export_events_command(from_: str, to: str, tz: str | None, segment: tuple[st
         out = gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=service.GZIP_LEVEL) \
             if output.endswith(".gz") else sink
         with db.engine.connect() as connection, connection.begin():
-            for chunk in service.export_chunks(connection, start=start, end=end, segments=segments, fmt=fmt,
-                                               on_rows=on_rows):
-                out.write(chunk)
+            rows = service.export_to(connection, out, start=start, end=end, segments=segments, fmt=fmt,
+                                     on_rows=on_rows)
         if out is not sink:
             out.close()
     finally:

@@ -1,7 +1,7 @@
 """``GET /export/events``: every matching event, streamed."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 from flask import Response, current_app, request
 from marshmallow import fields, validate
@@ -37,7 +37,20 @@ def export_events(from_, to, tz, segment, format: str, **_: Any):
     tz = tz or current_app.config["EVENTSAPP_TIMEZONE"]
     start, end = local_range(from_, to, tz)
     chunks = service.stream_export(db.engine, start=start, end=end, segments=segment, fmt=format)
-    return _streamed(chunks, format, f"events-{from_}-{to}.{format}")
+    # The first chunk before the answer starts: a database that is away is still a 503, not a cut-off 200.
+    first = next(chunks, None)
+    return _streamed(_after(first, chunks), format, f"events-{from_}-{to}.{format}")
+
+
+def _after(first: bytes | None, chunks) -> Iterator[bytes]:
+    # A generator (not itertools.chain) so that closing the response, as the server does when the client
+    # goes away, closes ``chunks`` and so stops the COPY.
+    try:
+        if first:
+            yield first
+        yield from chunks
+    finally:
+        chunks.close()
 
 
 def _streamed(chunks, fmt: str, filename: str) -> Response:

@@ -155,7 +155,10 @@ WITH gone AS (
 ), dau_gone AS (
     DELETE FROM rollup_dau r USING local_days d WHERE r.day = d.day AND r.users <= 1
 ), user_days AS (
-    DELETE FROM rollup_user_day WHERE user_id = %(user_id)s
+    -- By its primary key (day, user_id): the days come from the deleted events.
+    DELETE FROM rollup_user_day r
+    USING (SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date AS day FROM gone) d
+    WHERE r.day = d.day AND r.user_id = %(user_id)s
 ), user_first AS (
     DELETE FROM rollup_user_first WHERE user_id = %(user_id)s
 )
