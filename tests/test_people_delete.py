@@ -76,7 +76,7 @@ def project_tz(request, app):
 
 
 def test_after_deleting_users_every_answer_equals_a_fresh_database_of_the_remaining_events(
-        client, engine, project_tz):
+        client, runner, engine, project_tz):
     rows = _rows()
     counts: dict[str, int] = {}
     for row in {row[0]: row for row in reversed(rows)}.values():
@@ -85,6 +85,8 @@ def test_after_deleting_users_every_answer_equals_a_fresh_database_of_the_remain
     # The heaviest user, a middling one and the lightest: their events share days, buckets and types
     # with others (decrements) and sometimes hold a row alone (removal).
     doomed = [by_size[0], by_size[len(by_size) // 2], by_size[-1]]
+    # ... and a bulk request (one statement for several users, who share days and buckets).
+    bulk = [by_size[1], by_size[len(by_size) // 4], by_size[3 * len(by_size) // 4], by_size[-2]]
     half = len(rows) // 2
     _write(engine, rows[:half])
     _get(client, "/stats/summary", {"from": FIRST, "to": LAST})   # folds the first half into the rollups
@@ -94,6 +96,9 @@ def test_after_deleting_users_every_answer_equals_a_fresh_database_of_the_remain
         response = client.delete(f"/users/{user}")
         assert response.status_code == 200, response.get_json()
         assert response.get_json()["events_deleted"] == counts[user]
+    result = runner.invoke(args=["users", "delete", *bulk])
+    assert result.exit_code == 0 and f"{sum(counts[u] for u in bulk)} events" in result.output, result.output
+    doomed += bulk
     after = _all_answers(client)
     rollups_after = _rollups(engine)
     with engine.begin() as connection:
