@@ -121,6 +121,7 @@ user_tombstones = sa.Table(
     metadata,
     sa.Column("user_hash", sa.LargeBinary, primary_key=True),
     sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_user_tombstones_deleted_at", "deleted_at"),
 )
 deletion_audit = sa.Table(
     "deletion_audit",

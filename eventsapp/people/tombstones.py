@@ -11,12 +11,12 @@ from __future__ import annotations
 # The one definition of the hash, in SQL; ``user_hash`` (Python) must agree with it.
 USER_HASH_SQL = "sha256(convert_to({column}, 'UTF8'))"
 
-# A WHERE clause for ``SELECT ... FROM staging_events``. The first test is uncorrelated, so PostgreSQL
-# evaluates it once per statement (an InitPlan): with no tombstones at all, as in most databases, no
-# row pays for a hash or an index probe.
+# A WHERE clause for ``SELECT ... FROM staging_events``. Its first test compares with one value PostgreSQL
+# computes once per statement (an InitPlan, by index): with no tombstones at all, or for events newer
+# than the latest deletion (live traffic), no row pays for a hash or an index probe.
 NOT_TOMBSTONED = (
-    "(NOT EXISTS (SELECT 1 FROM user_tombstones) OR NOT EXISTS ("
-    "SELECT 1 FROM user_tombstones t WHERE t.user_hash = "
+    "(staging_events.occurred_at >= (SELECT coalesce(max(deleted_at), '-infinity') FROM user_tombstones)"
+    " OR NOT EXISTS (SELECT 1 FROM user_tombstones t WHERE t.user_hash = "
     + USER_HASH_SQL.format(column="staging_events.user_id")
     + " AND staging_events.occurred_at < t.deleted_at))"
 )

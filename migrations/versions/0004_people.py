@@ -27,6 +27,8 @@ def upgrade():
         sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("user_hash", name="pk_user_tombstones"),
     )
+    # The write path compares each batch with the latest deletion first (one index probe per batch).
+    op.create_index("ix_user_tombstones_deleted_at", "user_tombstones", ["deleted_at"])
     # Proof that each request was carried out: who asked, when, how many events went. No deleted data.
     op.create_table(
         "deletion_audit",
@@ -42,5 +44,6 @@ def upgrade():
 
 def downgrade():
     op.drop_table("deletion_audit")
+    op.drop_index("ix_user_tombstones_deleted_at", table_name="user_tombstones")
     op.drop_table("user_tombstones")
     op.drop_index("ix_events_user_id_occurred_at_event_id", table_name="events")
