@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import resource
 import shutil
 import signal
 import statistics
@@ -139,15 +138,19 @@ def main() -> None:
             left = connection.exec_driver_sql("SELECT count(*) FROM events").scalar_one()
             before = connection.exec_driver_sql(EVENTS_DIGEST).scalar_one() if args.round_trip else None
         out = workdir / "export.csv"
-        rss_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        export_s = flask(env, "export-events", "--from", "2025-07-30", "--to", "2025-09-02", "--format", "csv",
-                         "-o", str(out), "--quiet")
-        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        began = time.perf_counter()
+        # GNU time reports the command's own peak RSS (KB) on its last stderr line.
+        done = subprocess.run(["/usr/bin/time", "-f", "%M", str(BIN / "flask"), "export-events", "--from", "2025-07-30",
+                               "--to", "2025-09-02", "--format", "csv", "-o", str(out), "--quiet"],
+                              cwd=REPO_ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+        export_s = time.perf_counter() - began
+        rss_kb = int(done.stderr.strip().splitlines()[-1])
+        own = done.stderr.strip().splitlines()[-2]   # the command's own summary line (its COPY time)
         results.append((f"flask export-events csv to a file ({left:,} events, {out.stat().st_size / 1e6:,.0f} MB)",
                         f"{left / export_s:,.0f} events/s ({export_s:.2f} s)", ">= 200k events/s"))
-        results.append(("  peak RSS of the export command",
-                        f"{rss / 1024:.0f} MB" if rss > rss_before else f"<= {rss_before / 1024:.0f} MB",
-                        "<= 150 MB"))
+        results.append(("  the same, without the command's start-up", own.split("(")[-1].rstrip(")"), ""))
+        results.append(("  peak RSS of the export command", f"{rss_kb / 1024:.0f} MB", "<= 150 MB"))
         if args.round_trip:
             env2 = server_env(workdir / "pgdata2", "UTC")
             flask(env2, "import-csv", str(out), "--quiet")
