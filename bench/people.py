@@ -69,6 +69,14 @@ def flask(env: dict, *args: str) -> float:
     return time.perf_counter() - began
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def serve(env: dict, port: int) -> subprocess.Popen:
     server = subprocess.Popen(
         [str(BIN / "waitress-serve"), f"--listen=127.0.0.1:{port}", "--threads=4", "wsgi:app"],
@@ -89,9 +97,11 @@ def main() -> None:
     parser.add_argument("--deletes", type=int, default=10, help="DELETE /users/{id} of this many ~1,000-event users")
     parser.add_argument("--bulk", type=int, default=1000, help="light users deleted by `flask users delete`")
     parser.add_argument("--round-trip", action="store_true")
-    parser.add_argument("--port", type=int, default=8798)
-    parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "eventsapp-bench-data"))
+    parser.add_argument("--port", type=int, default=0, help="0: a free port")
+    # Its own cache folder: another script generating the same file name meanwhile would hand us half a file.
+    parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "eventsapp-bench-people"))
     args = parser.parse_args()
+    args.port = args.port or free_port()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     csv_path = csv_for(args.rows, cache)
@@ -154,7 +164,7 @@ def main() -> None:
         if args.round_trip:
             env2 = server_env(workdir / "pgdata2", "UTC")
             flask(env2, "import-csv", str(out), "--quiet")
-            server2 = serve(env2, args.port + 1)
+            server2 = serve(env2, free_port())
             try:
                 engine2 = engine_for(workdir / "pgdata2")
                 with engine2.connect() as connection:

@@ -226,3 +226,51 @@ def test_cli_deletes_users_from_arguments_and_a_file_with_a_summary(runner, clie
 def test_cli_without_any_user_id_is_a_usage_error(runner):
     result = runner.invoke(args=["users", "delete"])
     assert result.exit_code == 2
+
+
+def test_a_deletion_during_concurrent_writes_leaves_nothing_older_than_it(client, engine):
+    """Writers keep sending the user's events (both insert paths) while the user is deleted: whatever
+    committed before is deleted with the rest, whatever comes after and is older is dropped."""
+    import threading
+
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer(expect_new: bool) -> None:
+        try:
+            while not stop.is_set():
+                at = (datetime.now(UTC) - timedelta(milliseconds=500)).isoformat()
+                rows = [(str(uuid.uuid4()), at, "busy", "tick", "{}") for _ in range(50)]
+                with engine.begin() as connection:
+                    write_events(connection, rows, expect_new=expect_new)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(flag,)) for flag in (True, False)]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = datetime.now(UTC) + timedelta(seconds=10)
+        while datetime.now(UTC) < deadline and client.get("/users/busy").status_code != 200:
+            pass
+        response = client.delete("/users/busy")
+        assert response.status_code == 200
+        deleted_at = datetime.fromisoformat(response.get_json()["deleted_at"])
+        # Writers go on after the deletion until their events are newer than it (they are stamped 0.5 s old).
+        deadline = datetime.now(UTC) + timedelta(seconds=20)
+        while datetime.now(UTC) < deadline and client.get("/users/busy").status_code != 200:
+            pass
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors
+    rows = stored(engine)
+    assert response.get_json()["events_deleted"] > 0
+    assert all(row["occurred_at"] >= deleted_at for row in rows if row["user_id"] == "busy")
+    assert any(row["user_id"] == "busy" for row in rows)       # newer events were accepted
+    _get(client, "/stats/summary", {"from": "2020-01-01", "to": "2020-01-01"})   # folds what is queued
+    rollups_now = _rollups(engine)
+    with engine.begin() as connection:
+        rebuild_rollups(connection, "UTC")
+    assert _rollups(engine) == rollups_now
