@@ -124,10 +124,16 @@ def main() -> None:
         light = [row.user_id for row in counts[::-1][:args.bulk]]
         conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=120)
         quoted = urllib.parse.quote(heavy, safe="")
-        for name, path in ((f"GET /users/{{id}} ({heavy_n:,} events)", f"/users/{quoted}"),
-                           ("GET /users/{id}/events first page (100)", f"/users/{quoted}/events")):
-            timings = [timed(conn, "GET", path) for _ in range(args.calls + 2)][2:]
-            results.append((name, f"{p50(timings):.1f} ms", "<= 20 ms"))
+        # Right after a bulk load the visibility map is still empty, so the per-user index cannot answer
+        # alone; autovacuum sets it shortly after (PostgreSQL 13+ vacuums after inserts too).
+        for when in ("right after the import", "after VACUUM (as autovacuum soon does)"):
+            if when.startswith("after"):
+                with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                    connection.exec_driver_sql("VACUUM (ANALYZE) events")
+            for name, path in ((f"GET /users/{{id}} ({heavy_n:,} events), {when}", f"/users/{quoted}"),
+                               (f"GET /users/{{id}}/events first page (100), {when}", f"/users/{quoted}/events")):
+                timings = [timed(conn, "GET", path) for _ in range(args.calls + 2)][2:]
+                results.append((name, f"{p50(timings):.1f} ms", "<= 20 ms"))
         timings = [timed(conn, "DELETE", "/users/" + urllib.parse.quote(row.user_id, safe="")) for row in near_1000]
         mean_n = sum(row.n for row in near_1000) / len(near_1000)
         results.append((f"DELETE /users/{{id}} ({len(near_1000)} users, ~{mean_n:,.0f} events each)",
@@ -140,9 +146,14 @@ def main() -> None:
 
         requests = workdir / "requests.txt"
         requests.write_text("\n".join(light) + "\n", encoding="utf-8")
-        bulk_s = flask(env, "users", "delete", "--from-file", str(requests), "--quiet")
+        began = time.perf_counter()
+        done = subprocess.run([str(BIN / "flask"), "users", "delete", "--from-file", str(requests), "--quiet"],
+                              cwd=REPO_ROOT, env=env, check=True, capture_output=True, text=True)
+        bulk_s = time.perf_counter() - began
         results.append((f"flask users delete --from-file ({len(light):,} light users)", f"{bulk_s:.2f} s",
                         "<= 10 s"))
+        results.append(("  the same, without the command's start-up",
+                         done.stdout.strip().splitlines()[-1].rsplit(" in ", 1)[-1], ""))
 
         with engine.connect() as connection:
             left = connection.exec_driver_sql("SELECT count(*) FROM events").scalar_one()
@@ -181,10 +192,10 @@ def main() -> None:
 
     print(f"\nPeople and export, {args.rows:,} generated events ({total:,} stored; import {import_s:.1f} s), "
           f"project tz UTC, waitress 4 threads, p50 of {args.calls} calls after 2 warm-ups")
-    print(f"| {'measure':<66} | {'result':<30} | {'goal':<17} |")
-    print(f"|{'-' * 68}|{'-' * 32}|{'-' * 19}|")
+    print(f"| {'measure':<82} | {'result':<30} | {'goal':<17} |")
+    print(f"|{'-' * 84}|{'-' * 32}|{'-' * 19}|")
     for name, value, goal in results:
-        print(f"| {name:<66} | {value:<30} | {goal:<17} |")
+        print(f"| {name:<82} | {value:<30} | {goal:<17} |")
 
 
 if __name__ == "__main__":

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import getpass
 import sys
+import time
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-# Users per transaction: a big request file neither holds writers off for long nor loses its progress.
-CHUNK = 200
+# Users per transaction (one DELETE statement): a big request file neither holds writers off for long
+# nor loses much progress if interrupted.
+CHUNK = 500
 
 
 @click.group("users")
@@ -41,6 +43,7 @@ def delete_command(user_ids: tuple[str, ...], from_file, quiet: bool) -> None:
         raise click.UsageError(f"user_id longer than {USER_ID_MAX_CHARS} characters: {too_long[0][:40]}...")
     requested_by = f"cli:{_os_user()}"
     project_tz = current_app.config["EVENTSAPP_TIMEZONE"]
+    started = time.perf_counter()
     deleted = events = 0
     missing: list[str] = []
     for start in range(0, len(wanted), CHUNK):
@@ -56,7 +59,8 @@ def delete_command(user_ids: tuple[str, ...], from_file, quiet: bool) -> None:
             if not quiet:
                 click.echo(f"{'deleted' if result.found else 'not found'}\t{result.events_deleted}\t{result.user_id}")
     click.echo(f"{len(wanted)} users requested: {deleted} deleted ({events} events), {len(missing)} not found"
-               + (f": {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}" if missing else ""))
+               + (f": {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}" if missing else "")
+               + f" in {time.perf_counter() - started:.2f} s")
     sys.stdout.flush()
 
 
