@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
-import uuid
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 

@@ -30,7 +30,8 @@ class ExportArgs(RangeArgs):
 @blp.route("/events")
 @blp.arguments(ExportArgs, location="query", as_kwargs=True)
 @blp.response(200, description="The events in (occurred_at, event_id) order, streamed; gzip-compressed "
-              "when Accept-Encoding allows gzip.", content_type="application/x-ndjson")
+              "when Accept-Encoding allows gzip.")
+@blp.doc(responses={"200": {"content": {media: {"schema": {"type": "string"}} for media in ("application/x-ndjson", "text/csv")}}})
 @document_errors(blp, {400: "A malformed parameter (errors.query names it)."})
 def export_events(from_, to, tz, segment, format: str, **_: Any):
     """Export every event of a range."""
