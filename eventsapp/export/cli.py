@@ -55,11 +55,16 @@ def export_events_command(from_: str, to: str, tz: str | None, segment: tuple[st
     bar = ProgressBar(sys.stderr) if not quiet and sys.stderr.isatty() else None
     done = 0
 
+    total = None
+    if bar and not segments:
+        with db.engine.connect() as connection:
+            total = service.estimate_events(connection, start, end)
+
     def on_rows(count: int) -> None:
         nonlocal done
         done += count
         if bar:
-            bar.update(done, 0, None)
+            bar.update(done, done, total)
 
     started = time.perf_counter()
     sink = sys.stdout.buffer if output == "-" else open(output, "wb")

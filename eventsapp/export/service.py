@@ -59,11 +59,11 @@ def export_sql(fmt: str, segments: Sequence[Any], params: dict[str, Any]) -> str
 class _Counting:
     """A file for COPY: passes data on, counts lines (one COPY message is one row)."""
 
-    def __init__(self, write: Callable[[bytes], Any], on_rows: Callable[[int], None] | None) -> None:
+    def __init__(self, write: Callable[[bytes], Any], on_rows: Callable[[int], None] | None, header: bool) -> None:
         self._write = write
         self._on_rows = on_rows
-        self.rows = 0
-        self._pending = 0
+        self.rows = -1 if header else 0  # events, not lines
+        self._pending = self.rows
 
     def write(self, data: bytes) -> None:
         self._write(data)
@@ -74,7 +74,7 @@ class _Counting:
             self._pending = 0
 
     def close(self) -> None:
-        if self._on_rows is not None and self._pending:
+        if self._on_rows is not None and self._pending > 0:
             self._on_rows(self._pending)
 
 
@@ -84,11 +84,20 @@ def export_to(connection: sa.Connection, out: BinaryIO | Callable[[bytes], Any],
     """Write the export to ``out`` (a binary file or a write function); return how many events it holds."""
     params: dict[str, Any] = {"start": start, "end": end}
     sql = export_sql(fmt, segments, params)
-    sink = _Counting(out.write if hasattr(out, "write") else out, on_rows)  # type: ignore[union-attr]
+    sink = _Counting(out.write if hasattr(out, "write") else out, on_rows, header=fmt == "csv")  # type: ignore[union-attr]
     with connection.connection.dbapi_connection.cursor() as cursor:
         cursor.copy_expert(cursor.mogrify(sql, params).decode(), sink, size=CHUNK_BYTES)
     sink.close()
-    return sink.rows - (1 if fmt == "csv" else 0)  # the header line
+    return sink.rows
+
+
+def estimate_events(connection: sa.Connection, start: datetime, end: datetime) -> int | None:
+    """About how many events [start, end) holds, from the quarter-hour rollup (for a progress bar; events
+    not folded yet are missing, and partial quarters at the ends count whole). None when it knows nothing."""
+    total = connection.execute(sa.text(
+        "SELECT sum(events) FROM rollup_type_quarter WHERE bucket > :start - interval '15 minutes' AND bucket < :end"
+    ), {"start": start, "end": end}).scalar()
+    return int(total) if total else None
 
 
 def gzipped(chunks: Iterable[bytes], level: int = GZIP_LEVEL) -> Iterator[bytes]:
