@@ -129,6 +129,7 @@ def test_an_empty_range_is_an_empty_body_or_just_the_header(client):
     ({"from": "2025-08-01", "to": "2025-08-02", "tz": "Nowhere/City"}, "tz"),
     ({"from": "2025-08-01", "to": "2025-08-02", "segment": "plan=pro"}, "segment"),
     ({"from": "2025-08-01", "to": "2025-08-02", "limit": "3"}, "limit"),
+    ({"from": "2025-08-01", "to": "2025-08-02", "tz": "EST"}, "tz"), ({"from": "0001-01-01", "to": "2025-08-02"}, "from"),
 ])
 def test_bad_parameters_are_400_naming_them(client, params, field):
     response = client.get("/export/events", query_string=params)

@@ -36,21 +36,24 @@ def export_events_command(from_: str, to: str, tz: str | None, segment: tuple[st
 
     from ..extensions import db
     from ..importer.cli import ProgressBar
-    from ..people.params import local_range, parse_segment, parse_timezone
+    from ..people.params import MAX_DATE, MIN_DATE, LocalRange, parse_segment, timezone_problem
     from . import service
 
     first, last = _date(from_, "--from"), _date(to, "--to")
+    for value, name in ((first, "--from"), (last, "--to")):
+        if not MIN_DATE <= value <= MAX_DATE:
+            raise click.BadParameter(f"Must be between {MIN_DATE} and {MAX_DATE}.", param_hint=name)
     if first > last:
         raise click.BadParameter("Must not be before --from.", param_hint="--to")
-    try:
-        tz = parse_timezone(tz) if tz else current_app.config["EVENTSAPP_TIMEZONE"]
-    except ValidationError as exc:
-        raise click.BadParameter(" ".join(exc.messages), param_hint="--tz") from None
+    tz = tz or current_app.config["EVENTSAPP_TIMEZONE"]
+    problem = timezone_problem(db.engine, tz)
+    if problem is not None:
+        raise click.BadParameter(problem, param_hint="--tz")
     try:
         segments = [parse_segment(text) for text in segment]
     except ValidationError as exc:
         raise click.BadParameter(" ".join(exc.messages), param_hint="--segment") from None
-    start, end = local_range(first, last, tz)
+    local = LocalRange(first, last, tz)
 
     bar = ProgressBar(sys.stderr) if not quiet and sys.stderr.isatty() else None
     done = 0
@@ -58,7 +61,7 @@ def export_events_command(from_: str, to: str, tz: str | None, segment: tuple[st
     total = None
     if bar and not segments:
         with db.engine.connect() as connection:
-            total = service.estimate_events(connection, start, end)
+            total = service.estimate_events(connection, local)
 
     def on_rows(count: int) -> None:
         nonlocal done
@@ -72,7 +75,7 @@ def export_events_command(from_: str, to: str, tz: str | None, segment: tuple[st
         out = gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=service.GZIP_LEVEL) \
             if output.endswith(".gz") else sink
         with db.engine.connect() as connection, connection.begin():
-            rows = service.export_to(connection, out, start=start, end=end, segments=segments, fmt=fmt,
+            rows = service.export_to(connection, out, local=local, segments=segments, fmt=fmt,
                                      on_rows=on_rows)
         if out is not sink:
             out.close()

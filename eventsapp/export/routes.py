@@ -8,7 +8,7 @@ from marshmallow import fields, validate
 
 from ..errors import document_errors
 from ..extensions import db
-from ..people.params import SEGMENT_HELP, QueryBlueprint, RangeArgs, SegmentField, local_range
+from ..people.params import SEGMENT_HELP, LocalRange, QueryBlueprint, RangeArgs, SegmentField, check_timezone
 from . import service
 
 blp = QueryBlueprint("export", __name__, url_prefix="/export",
@@ -35,9 +35,8 @@ class ExportArgs(RangeArgs):
 @document_errors(blp, {400: "A malformed parameter (errors.query names it)."})
 def export_events(from_, to, tz, segment, format: str, **_: Any):
     """Export every event of a range."""
-    tz = tz or current_app.config["EVENTSAPP_TIMEZONE"]
-    start, end = local_range(from_, to, tz)
-    chunks = service.stream_export(db.engine, start=start, end=end, segments=segment, fmt=format)
+    tz = check_timezone(db.engine, tz or current_app.config["EVENTSAPP_TIMEZONE"])
+    chunks = service.stream_export(db.engine, local=LocalRange(from_, to, tz), segments=segment, fmt=format)
     # The first chunk before the answer starts: a database that is away is still a 503, not a cut-off 200.
     first = next(chunks, None)
     return _streamed(_after(first, chunks), format, f"events-{from_}-{to}.{format}")

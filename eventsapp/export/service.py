@@ -12,10 +12,11 @@ from __future__ import annotations
 import queue
 import threading
 import zlib
-from datetime import datetime
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
+
+from ..people.params import LocalRange
 
 FORMATS = ("ndjson", "csv")
 CSV_COLUMNS = "event_id,occurred_at,user_id,event_type,properties_json"
@@ -41,9 +42,9 @@ COLUMNS_SQL = {
 COPY_OPTIONS = {"csv": "FORMAT csv, HEADER", "ndjson": "FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02'"}
 
 
-def export_sql(fmt: str, segments: Sequence[Any], params: dict[str, Any]) -> str:
-    """The COPY of every event in [start, end) matching ``segments``, in export order."""
-    conditions = ["occurred_at >= %(start)s", "occurred_at < %(end)s"]
+def export_sql(fmt: str, local: LocalRange, segments: Sequence[Any], params: dict[str, Any]) -> str:
+    """The COPY of every event on the local dates of ``local`` matching ``segments``, in export order."""
+    conditions = [local.sql(params, style="driver")]
     for i, segment in enumerate(segments):
         params[f"seg{i}"] = segment.value
         if segment.kind == "event_type":
@@ -78,12 +79,12 @@ class _Counting:
             self._on_rows(self._pending)
 
 
-def export_to(connection: sa.Connection, out: BinaryIO | Callable[[bytes], Any], *, start: datetime,
-              end: datetime, segments: Sequence[Any] = (), fmt: str = "ndjson",
+def export_to(connection: sa.Connection, out: BinaryIO | Callable[[bytes], Any], *, local: LocalRange,
+              segments: Sequence[Any] = (), fmt: str = "ndjson",
               on_rows: Callable[[int], None] | None = None) -> int:
     """Write the export to ``out`` (a binary file or a write function); return how many events it holds."""
-    params: dict[str, Any] = {"start": start, "end": end}
-    sql = export_sql(fmt, segments, params)
+    params: dict[str, Any] = {}
+    sql = export_sql(fmt, local, segments, params)
     sink = _Counting(out.write if hasattr(out, "write") else out, on_rows, header=fmt == "csv")  # type: ignore[union-attr]
     with connection.connection.dbapi_connection.cursor() as cursor:
         cursor.copy_expert(cursor.mogrify(sql, params).decode(), sink, size=CHUNK_BYTES)
@@ -91,12 +92,13 @@ def export_to(connection: sa.Connection, out: BinaryIO | Callable[[bytes], Any],
     return sink.rows
 
 
-def estimate_events(connection: sa.Connection, start: datetime, end: datetime) -> int | None:
-    """About how many events [start, end) holds, from the quarter-hour rollup (for a progress bar; events
-    not folded yet are missing, and partial quarters at the ends count whole). None when it knows nothing."""
-    total = connection.execute(sa.text(
-        "SELECT sum(events) FROM rollup_type_quarter WHERE bucket > :start - interval '15 minutes' AND bucket < :end"
-    ), {"start": start, "end": end}).scalar()
+def estimate_events(connection: sa.Connection, local: LocalRange) -> int | None:
+    """About how many events the local dates hold, from the quarter-hour rollup (for a progress bar: events
+    not folded yet are missing, a quarter hour is counted by its start). None when it knows nothing."""
+    params: dict[str, Any] = {}
+    condition = local.sql(params).replace("occurred_at", "bucket")
+    total = connection.execute(sa.text(f"SELECT sum(events) FROM rollup_type_quarter WHERE {condition}"),
+                               params).scalar()
     return int(total) if total else None
 
 

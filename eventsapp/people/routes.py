@@ -8,7 +8,7 @@ from flask import current_app, g
 from ..errors import ApiError, document_errors
 from ..extensions import db
 from . import service
-from .params import QueryBlueprint, local_range
+from .params import LocalRange, QueryBlueprint, check_timezone
 from .schemas import DeletionSchema, TimelineArgs, TimelineSchema, UserSchema, check_user_id
 
 blp = QueryBlueprint("people", __name__, url_prefix="/users",
@@ -44,11 +44,10 @@ def get_user(user_id: str):
 @document_errors(blp, _NOT_FOUND)
 def get_user_events(user_id: str, *, from_, to, tz, **arguments: Any):
     """List one user's events, newest first, a page at a time."""
-    tz = tz or current_app.config["EVENTSAPP_TIMEZONE"]
-    start, end = local_range(from_, to, tz)
+    tz = check_timezone(db.engine, tz or current_app.config["EVENTSAPP_TIMEZONE"])
     with db.engine.connect() as connection:
         try:
-            return service.user_events(connection, check_user_id(user_id), start=start, end=end, tz=tz,
+            return service.user_events(connection, check_user_id(user_id), local=LocalRange(from_, to, tz), tz=tz,
                                        **arguments)
         except service.UnknownUser:
             raise _not_found(user_id) from None

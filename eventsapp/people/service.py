@@ -4,13 +4,13 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Sequence
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
 from ..stats.rollups import FOLD_LOCK_KEY, QUARTER, fold_outbox
+from .params import LocalRange
 from .tombstones import user_hash
 
 UTC = timezone.utc
@@ -71,39 +71,38 @@ class TimelinePage:
     next_cursor: str | None
 
 
-def user_events(connection: sa.Connection, user_id: str, *, start: datetime | None = None,
-                end: datetime | None = None, event_type: str | None = None, limit: int = 100,
-                cursor: str | None = None, tz: str = "UTC") -> TimelinePage:
-    """One page of ``user_id``'s events in [start, end), newest first, after ``cursor``.
+def user_events(connection: sa.Connection, user_id: str, *, local: LocalRange | None = None,
+                event_type: str | None = None, limit: int = 100, cursor: str | None = None,
+                tz: str = "UTC") -> TimelinePage:
+    """One page of ``user_id``'s events (on the local dates of ``local``), newest first, after ``cursor``.
 
     Keyset pagination on (occurred_at, event_id): a page starts strictly after the last row of the one
     before, so events arriving meanwhile never shift or repeat rows; one older than the cursor (a late
-    event) shows up on a later page, where its time puts it.
+    event) shows up on a later page, where its time puts it. ``occurred_at`` is given in ``tz``, with the
+    offset PostgreSQL gives that instant there.
     """
+    params: dict[str, Any] = {"user_id": user_id, "limit": limit + 1, "tz": tz}
     conditions = ["user_id = :user_id"]
-    params: dict[str, Any] = {"user_id": user_id, "limit": limit + 1}
     if cursor is not None:
         params["c_at"], params["c_id"] = decode_cursor(cursor)
         conditions.append("(occurred_at, event_id) < (:c_at, CAST(:c_id AS uuid))")
-    if start is not None:
-        conditions.append("occurred_at >= :start")
-        params["start"] = start
-    if end is not None:
-        conditions.append("occurred_at < :end")
-        params["end"] = end
+    if local is not None:
+        conditions.append(local.sql(params))
     if event_type is not None:
         conditions.append("event_type = :event_type")
         params["event_type"] = event_type
     rows = connection.execute(sa.text(
-        "SELECT event_id::text AS event_id, occurred_at, event_type, properties FROM events "
-        f"WHERE {' AND '.join(conditions)} ORDER BY occurred_at DESC, event_id DESC LIMIT :limit"
+        "SELECT event_id::text AS event_id, occurred_at, event_type, properties, "
+        "occurred_at AT TIME ZONE :tz AS local_at, "
+        "extract(epoch FROM (occurred_at AT TIME ZONE :tz) - (occurred_at AT TIME ZONE 'UTC'))::int AS offset_s "
+        f"FROM events WHERE {' AND '.join(conditions)} ORDER BY occurred_at DESC, event_id DESC LIMIT :limit"
     ), params).all()
     if not rows and cursor is None and not _known(connection, user_id):
         raise UnknownUser(user_id)
     more = len(rows) > limit
     rows = rows[:limit]
-    zone = ZoneInfo(tz)
-    events = [{"event_id": row.event_id, "occurred_at": row.occurred_at.astimezone(zone),
+    events = [{"event_id": row.event_id,
+               "occurred_at": row.local_at.replace(tzinfo=timezone(timedelta(seconds=row.offset_s))),
                "user_id": user_id, "event_type": row.event_type, "properties": row.properties}
               for row in rows]
     next_cursor = encode_cursor(rows[-1].occurred_at, rows[-1].event_id) if more else None
