@@ -69,6 +69,11 @@ def _register_blueprints(app: Flask, api) -> None:
                                      static_url_path="/docs-assets"))
     from .dashboard.routes import bp as dashboard_bp
     app.register_blueprint(dashboard_bp)
+    from .people.routes import admin_blp as people_admin_blp, blp as people_blp
+    api.register_blueprint(people_blp)
+    api.register_blueprint(people_admin_blp)
+    from .export.routes import blp as export_blp
+    api.register_blueprint(export_blp)
 
 
 def _register_cli(app: Flask) -> None:
@@ -78,4 +83,8 @@ def _register_cli(app: Flask) -> None:
     app.cli.add_command(rollups_cli)
     from .importer.cli import import_csv_command
     app.cli.add_command(import_csv_command)
+    from .people.cli import users_cli
+    app.cli.add_command(users_cli)
+    from .export.cli import export_events_command
+    app.cli.add_command(export_events_command)
 

@@ -49,6 +49,11 @@ BLUEPRINTS: dict[str, Access] = {
     "api-docs": _OPEN,
     "docs_assets": _OPEN,
     "dashboard": _OPEN,
+    # People (issue 15): reading a user's events needs `read`; DELETE /users/{id} needs `admin` (below).
+    "people": Access(scope="read", budget="stats"),
+    "people_admin": Access(scope="admin"),
+    # Export hands out raw events as GET /users/{id}/events does, only more at once: `read` as well.
+    "export": Access(scope="read", budget="stats"),
 }
 UNMAPPED = Access(scope="admin")
 UNMAPPED_SCOPE = UNMAPPED.scope
