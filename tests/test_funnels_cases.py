@@ -138,3 +138,20 @@ def test_breakdown_is_the_counted_attempts_entry_value(client, engine):
     rows = check(client, sent, first=DAY, last=DAY, tz=None, steps=ABC[:2], window=3600,
                  breakdown="properties.plan")
     assert [(r["breakdown"], r["users"]) for r in rows] == [("pro", 1), ("pro", 1)]
+
+
+@pytest.mark.parametrize("order", ["ordered", "strict", "any"])
+def test_ten_steps(client, engine, order):
+    import random
+
+    rng = random.Random(10)
+    steps = [f"event_type:e{i}" for i in range(10)]
+    sent = []
+    for u in range(6):
+        at = T0
+        for _ in range(12):
+            at += timedelta(minutes=rng.choice((0, 1, 7, 90)))
+            sent.append(event(f"u{u}", at, f"e{rng.randrange(10) if rng.random() < 0.4 else len(sent) % 10}"))
+    store(engine, sent)
+    rows = check(client, sent, first=DAY, last=DAY, tz=None, steps=steps, order=order, window=6 * 3600)
+    assert len(rows) == 10 and rows[0]["users"] > 0
