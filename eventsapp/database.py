@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -81,3 +82,52 @@ def upgrade_embedded_schema(app: Flask) -> None:
             if current_revision(connection) == head_revision():
                 return
         upgrade(directory=str(MIGRATIONS_DIR))
+
+
+# --- analytics reads from a hot standby (EVENTSAPP_ANALYTICS_DATABASE_URL) --------------------------
+
+REPLAY_POLL_SECONDS = 0.02
+
+
+def analytics_engine(app: Flask) -> sa.Engine | None:
+    """The engine of EVENTSAPP_ANALYTICS_DATABASE_URL (made once per app), or None when reads use the primary."""
+    url = app.config.get("EVENTSAPP_ANALYTICS_DATABASE_URL")
+    if not url:
+        return None
+    engine = app.extensions.get("eventsapp_analytics_engine")
+    if engine is None:
+        from .config import ENGINE_OPTIONS
+
+        with _analytics_lock:
+            engine = app.extensions.get("eventsapp_analytics_engine")
+            if engine is None:
+                engine = sa.create_engine(url, **ENGINE_OPTIONS, pool_size=10, max_overflow=10)
+                app.extensions["eventsapp_analytics_engine"] = engine
+    return engine
+
+
+_analytics_lock = threading.Lock()
+
+
+def primary_wal_lsn(connection: sa.Connection) -> str:
+    """The primary's current WAL position: everything committed so far is at or before it."""
+    return connection.exec_driver_sql("SELECT pg_current_wal_lsn()::text").scalar_one()
+
+
+def wait_for_replay(connection: sa.Connection, lsn: str, deadline: float) -> bool:
+    """Wait until the standby behind ``connection`` has replayed the primary's WAL up to ``lsn``.
+
+    True when it has (a server that is not in recovery, e.g. the primary itself, counts as caught up);
+    False when ``deadline`` (``time.monotonic()``) passed first. Polls: a standby offers no way to be
+    woken at an LSN.
+    """
+    while True:
+        caught_up = connection.exec_driver_sql(
+            "SELECT NOT pg_is_in_recovery() OR coalesce(pg_last_wal_replay_lsn() >= %(lsn)s::pg_lsn, false)",
+            {"lsn": lsn}).scalar_one()
+        if caught_up:
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(REPLAY_POLL_SECONDS, remaining))

@@ -1,7 +1,7 @@
 """Analytics rollups, fed from ``rollup_outbox`` (filled by ``write_events`` in the writer's transaction).
 
-``fold_outbox`` moves queued rows into the rollups; every stats read calls it first, so answers include
-every committed event. ``rebuild_rollups`` recomputes them from ``events``; both give identical tables.
+``fold_outbox`` moves queued rows into the rollups; every stats read has the app's ``BackgroundFolder``
+fold first (and waits for it, bounded), so answers include every committed event. ``rebuild_rollups`` recomputes them from ``events``; both give identical tables.
 
 Tables (see models.py): per (UTC day, user) first/last event time, per user first event time, per
 15-minute UTC bucket x event type counts — all timezone-free — and, for the project timezone recorded in
@@ -10,6 +10,7 @@ Tables (see models.py): per (UTC day, user) first/last event time, per user firs
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import sqlalchemy as sa
@@ -110,25 +111,29 @@ def rollup_timezone(connection: sa.Connection) -> str | None:
 def fold_outbox(connection: sa.Connection, project_tz: str | None = None, *, analyze: bool = True) -> int:
     """Fold queued outbox rows into the rollups in the caller's transaction; return how many were folded.
 
-    ``project_tz`` (default: the timezone the rollups were built for, else the app's
-    EVENTSAPP_TIMEZONE) decides the local-day rollups; when it differs from the one they hold, they are
-    rebuilt from ``events`` instead. Cheap when there is nothing to do: one query, no lock.
+    The local-day rollups keep the project timezone stored in ``rollup_meta`` (the database's, see
+    ``project_timezone``). ``project_tz`` (default: the app's EVENTSAPP_TIMEZONE) is used only when none
+    is stored yet; a different one is logged as a WARNING and ignored, never a reason to rebuild (changing
+    it is ``set_timezone``). Cheap when there is nothing to do: one query, no lock.
     ``analyze=False`` leaves refreshing planner statistics after a big fold to the caller (``analyze``).
     """
     meta_tz, queued = connection.exec_driver_sql(STATE_SQL).one()
-    wanted = project_tz or meta_tz or _app_timezone()
-    if meta_tz == wanted and not queued:
+    configured = project_tz or _app_timezone()
+    if meta_tz is not None and not queued:
+        project_timezone(meta_tz, configured)
         return 0
     connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": FOLD_LOCK_KEY})
-    meta_tz = rollup_timezone(connection)  # another folder may have rebuilt while we waited
-    if meta_tz is None and _never_built(connection):
+    meta_tz = rollup_timezone(connection)  # another folder may have built them while we waited
+    if meta_tz is None:
+        if not _never_built(connection):
+            # Rollups without a recorded timezone (rollup_meta emptied by hand): repair, they cannot be trusted.
+            return rebuild_rollups(connection, configured)
         # Every event ever committed is still queued (only folds and rebuilds empty the outbox, and both
         # record the timezone), so folding them into the empty rollups is a build. Unlike a rebuild, it
         # does not stop writers: a new database's first import would otherwise stall behind it.
-        _record_timezone(connection, wanted)
-        meta_tz = wanted
-    if meta_tz != wanted:
-        return rebuild_rollups(connection, wanted)
+        _record_timezone(connection, configured)
+        meta_tz = configured
+    meta_tz = project_timezone(meta_tz, configured)
     started = time.perf_counter()
     moved = connection.exec_driver_sql(FOLD_SQL, {"tz": meta_tz}).scalar_one()
     if analyze and moved >= ANALYZE_AFTER_ROWS:
@@ -140,6 +145,25 @@ def fold_outbox(connection: sa.Connection, project_tz: str | None = None, *, ana
     if moved:
         log.debug("folded %d outbox rows in %.3f s", moved, time.perf_counter() - started)
     return moved
+
+
+_mismatches_warned: set[tuple[str, str]] = set()
+
+
+def project_timezone(stored: str | None, configured: str) -> str:
+    """The project timezone: the one stored in the database wins over this process's EVENTSAPP_TIMEZONE.
+
+    The rollups hold local days of one timezone for every process that shares the database, so a process
+    started with another EVENTSAPP_TIMEZONE (an import run, a second server) must not impose its own: it
+    logs a WARNING (once per process and pair) and uses the stored one.
+    """
+    if stored is None:
+        return configured
+    if stored != configured and (stored, configured) not in _mismatches_warned:
+        _mismatches_warned.add((stored, configured))
+        log.warning("EVENTSAPP_TIMEZONE is %s but the database's project timezone is %s; using %s "
+                    "(change it with `flask rollups set-timezone TZ`)", configured, stored, stored)
+    return stored
 
 
 def rebuild_rollups(connection: sa.Connection, project_tz: str | None = None) -> int:
@@ -198,3 +222,89 @@ def _truncate_outbox_if_idle(connection: sa.Connection) -> None:
 def analyze_rollups(connection: sa.Connection) -> None:
     """Refresh the planner's statistics of the rollup tables, so reads keep their index plans."""
     connection.exec_driver_sql("ANALYZE " + ", ".join(ROLLUP_TABLES))
+
+
+# --- folding in the background --------------------------------------------------------------------
+
+
+class FoldFailed(Exception):
+    """The fold a reader waited for failed (the database went away, ...); the rows stay queued."""
+
+
+class BackgroundFolder:
+    """One folding thread per engine (so per app and process): readers ask it for a fold and wait, bounded.
+
+    Readers used to fold themselves, without their statement timeout: with a large outbox every waitress
+    thread sat in the same fold (or waited for its lock) for as long as it took. Now one thread folds,
+    readers wait at most until their deadline, and nothing else (ingest, /health) ever waits for a fold.
+    Across processes the advisory lock in ``fold_outbox`` still lets only one fold run at a time.
+
+    A reader's ticket is served by a fold pass that starts after the ticket was taken, so that pass sees
+    every event committed before the reader asked: answers never miss an acknowledged event.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.configured_tz = "UTC"
+        self._cond = threading.Condition()
+        self._requested = 0
+        self._completed = 0
+        self._failed_through = 0
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def catch_up(self, configured_tz: str, deadline: float) -> bool:
+        """Wait until every outbox row queued before this call is folded: True, or False at ``deadline``
+        (``time.monotonic()``). Raise FoldFailed when that fold failed."""
+        with self._cond:
+            self.configured_tz = configured_tz
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="rollup-folder", daemon=True)
+                self._thread.start()
+            self._requested += 1
+            ticket = self._requested
+            self._cond.notify_all()
+            while self._completed < ticket:
+                if self._failed_through >= ticket:
+                    raise FoldFailed(str(self._error))
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._requested <= max(self._completed, self._failed_through):
+                    self._cond.wait()
+                target, configured_tz = self._requested, self.configured_tz
+            try:
+                with self.engine.connect() as connection:
+                    with connection.begin():
+                        moved = fold_outbox(connection, configured_tz, analyze=False)
+                    with self._cond:
+                        self._completed = target
+                        self._cond.notify_all()
+                    if moved >= ANALYZE_AFTER_ROWS:  # after the readers are let go: they need not wait for it
+                        with connection.begin():
+                            analyze_rollups(connection)
+            except Exception as exc:  # noqa: BLE001 - handed to the waiting readers, who answer 503
+                log.warning("folding the rollup outbox failed; rows stay queued for the next fold", exc_info=True)
+                with self._cond:
+                    if self._completed < target:
+                        self._failed_through, self._error = target, exc
+                    self._cond.notify_all()
+
+
+_folders: dict[sa.Engine, BackgroundFolder] = {}  # engines live as long as their app
+_folders_lock = threading.Lock()
+
+
+def background_folder(engine: sa.Engine) -> BackgroundFolder:
+    """The folding thread of ``engine`` (made on first use)."""
+    with _folders_lock:
+        folder = _folders.get(engine)
+        if folder is None:
+            folder = _folders[engine] = BackgroundFolder(engine)
+        return folder
