@@ -131,3 +131,22 @@ def wait_for_replay(connection: sa.Connection, lsn: str, deadline: float) -> boo
         if remaining <= 0:
             return False
         time.sleep(min(REPLAY_POLL_SECONDS, remaining))
+
+
+def adopt_project_timezone(app: Flask) -> None:
+    """Make the app's EVENTSAPP_TIMEZONE the project timezone stored in the database, if there is one.
+
+    The rollups hold local days of that one timezone, so the dashboard, the stats' default ``tz`` and an
+    import must use it whatever this process's environment says (``project_timezone`` logs a WARNING on a
+    mismatch). A database that is unreachable or not migrated yet is left for later: every read and fold
+    checks the stored timezone again.
+    """
+    from .extensions import db
+    from .stats import rollups
+
+    try:
+        with app.app_context(), db.engine.connect() as connection:
+            stored = rollups.rollup_timezone(connection)
+    except sa.exc.SQLAlchemyError:
+        return
+    app.config["EVENTSAPP_TIMEZONE"] = rollups.project_timezone(stored, app.config["EVENTSAPP_TIMEZONE"])

@@ -166,7 +166,8 @@ def project_timezone(stored: str | None, configured: str) -> str:
     return stored
 
 
-def rebuild_rollups(connection: sa.Connection, project_tz: str | None = None) -> int:
+def rebuild_rollups(connection: sa.Connection, project_tz: str | None = None,
+                    timings: dict[str, float] | None = None) -> int:
     """Recompute every rollup from ``events`` for ``project_tz`` (default: the app's); return events read.
 
     Locks the outbox in SHARE mode: in-flight writers finish first and new ones wait until this
@@ -177,12 +178,19 @@ def rebuild_rollups(connection: sa.Connection, project_tz: str | None = None) ->
     tz = project_tz or _app_timezone()
     connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": FOLD_LOCK_KEY})
     connection.exec_driver_sql("LOCK TABLE rollup_outbox IN SHARE MODE")
+    timings = {} if timings is None else timings
+    step = time.perf_counter()
     for table in ("rollup_outbox",) + ROLLUP_TABLES:
         connection.exec_driver_sql(f"DELETE FROM {table}")
-    for statement in REBUILD_SQL:
+    timings["empty"] = time.perf_counter() - step
+    for table, statement in zip(ROLLUP_TABLES, REBUILD_SQL):
+        step = time.perf_counter()
         connection.exec_driver_sql(statement, {"tz": tz})
+        timings[table] = time.perf_counter() - step
+    step = time.perf_counter()
     _record_timezone(connection, tz)
     analyze_rollups(connection)
+    timings["analyze"] = time.perf_counter() - step
     return connection.exec_driver_sql("SELECT coalesce(sum(events), 0) FROM rollup_local_day_type").scalar_one()
 
 
