@@ -3,7 +3,8 @@
 
 Events are generated in SQL (fast to load; the rebuild reads only occurred_at, user_id and event_type):
 ROWS events over 90 days, USERS users with a few heavy and many light ones, 12 event types, and a small
-properties object. Prints one table: per size, the whole rebuild and each of its steps.
+properties object. Prints one table: per size, main's previous rebuild ("before", same
+run) and the current one, whole and per step (seconds).
 
     python bench/rebuild.py [--sizes 1500000] [--users 100000] [--repeat 2]
 """
@@ -30,12 +31,33 @@ FROM generate_series(1, %(rows)s)
 """
 
 
+# main's rebuild before issue 18 #13, for comparison in the same run: the same aggregates, inserted into
+# the emptied (DELETE) tables with their indexes in place.
+BEFORE_SQL = (
+    "DELETE FROM rollup_user_day", "DELETE FROM rollup_user_first", "DELETE FROM rollup_type_quarter",
+    "DELETE FROM rollup_local_day_user", "DELETE FROM rollup_local_day_type", "DELETE FROM rollup_dau",
+    """INSERT INTO rollup_user_day (day, user_id, first_at, last_at)
+       SELECT (occurred_at AT TIME ZONE 'UTC')::date, user_id, min(occurred_at), max(occurred_at) FROM events GROUP BY 1, 2""",
+    "INSERT INTO rollup_user_first (user_id, first_at) SELECT user_id, min(occurred_at) FROM events GROUP BY 1",
+    """INSERT INTO rollup_type_quarter (bucket, event_type, events)
+       SELECT date_bin('15 minutes', occurred_at, TIMESTAMPTZ '2000-01-01 00:00:00+00'), event_type, count(*)
+       FROM events GROUP BY 1, 2""",
+    """INSERT INTO rollup_local_day_type (day, event_type, events)
+       SELECT (occurred_at AT TIME ZONE %(tz)s)::date, event_type, count(*) FROM events GROUP BY 1, 2""",
+    """INSERT INTO rollup_local_day_user (day, user_id)
+       SELECT DISTINCT (occurred_at AT TIME ZONE %(tz)s)::date, user_id FROM events""",
+    "INSERT INTO rollup_dau (day, users) SELECT day, count(*) FROM rollup_local_day_user GROUP BY 1",
+    "ANALYZE rollup_user_day, rollup_user_first, rollup_type_quarter, rollup_local_day_user, rollup_local_day_type, rollup_dau",
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1500000")
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=2, help="Rebuilds per size (the table shows each).")
     parser.add_argument("--tz", default="Europe/Berlin", help="Project timezone to rebuild for.")
+    parser.add_argument("--no-before", action="store_true", help="Skip the run of main's previous rebuild.")
     args = parser.parse_args()
 
     from eventsapp import create_app, embedded_pg
@@ -57,25 +79,32 @@ def main() -> None:
                     connection.exec_driver_sql("TRUNCATE rollup_outbox")
                     connection.exec_driver_sql("ANALYZE events")
                 loaded = size
+                if not args.no_before:
+                    began = time.perf_counter()
+                    with engine.begin() as connection:
+                        for statement in BEFORE_SQL:
+                            connection.exec_driver_sql(statement, {"tz": args.tz})
+                    total = time.perf_counter() - began
+                    rows_out.append((size, "before", total, total / size * 1e6, {}))
                 for run in range(args.repeat):
                     steps: dict[str, float] = {}
                     began = time.perf_counter()
                     with engine.begin() as connection:
                         rollups.rebuild_rollups(connection, args.tz, timings=steps)
                     total = time.perf_counter() - began
-                    rows_out.append((size, run + 1, total, total / size * 1e6, steps))
+                    rows_out.append((size, f"now #{run + 1}", total, total / size * 1e6, steps))
     finally:
         with app.app_context():
             db.engine.dispose()
         embedded_pg.stop(workdir / "pgdata")
         shutil.rmtree(workdir, ignore_errors=True)
 
-    names = list(rows_out[0][4]) if rows_out else []
-    header = ["events", "run", "total s", "s per 1M"] + names
+    names = next((list(steps) for *_, steps in rows_out if steps), [])
+    header = ["events", "rebuild", "total s", "s per 1M events"] + names
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for size, run, total, per_million, steps in rows_out:
-        cells = [f"{size:,}", str(run), f"{total:.2f}", f"{per_million:.2f}"] + [f"{steps[n]:.2f}" for n in names]
+        cells = [f"{size:,}", run, f"{total:.2f}", f"{per_million:.2f}"] + [f"{steps[n]:.2f}" if n in steps else "" for n in names]
         print("| " + " | ".join(cells) + " |")
 
 

@@ -68,27 +68,55 @@ WITH moved AS (
 SELECT count(*) FROM moved
 """
 
-REBUILD_SQL = (
-    """
-    INSERT INTO rollup_user_day (day, user_id, first_at, last_at)
-    SELECT (occurred_at AT TIME ZONE 'UTC')::date, user_id, min(occurred_at), max(occurred_at)
-    FROM events GROUP BY 1, 2
+# A rebuild fills each rollup with one INSERT … SELECT (hash aggregates over ``events``, or over a rollup
+# filled before it), into tables without indexes: they are built afterwards, one sort each. Into indexed
+# tables the same inserts took 3-4 times as long (1.1M (day, user) rows: 16 s instead of 4.6 s + 1 s).
+# The two event-type rollups share one pass over ``events`` through a small temporary table.
+REBUILD_SQL = {
+    "rollup_user_day": """
+        INSERT INTO rollup_user_day (day, user_id, first_at, last_at)
+        SELECT (occurred_at AT TIME ZONE 'UTC')::date, user_id, min(occurred_at), max(occurred_at)
+        FROM events GROUP BY 1, 2
     """,
-    "INSERT INTO rollup_user_first (user_id, first_at) SELECT user_id, min(occurred_at) FROM events GROUP BY 1",
-    f"""
-    INSERT INTO rollup_type_quarter (bucket, event_type, events)
-    SELECT {QUARTER}, event_type, count(*) FROM events GROUP BY 1, 2
+    "rollup_user_first": """
+        INSERT INTO rollup_user_first (user_id, first_at) SELECT user_id, min(first_at) FROM rollup_user_day GROUP BY 1
     """,
-    """
-    INSERT INTO rollup_local_day_type (day, event_type, events)
-    SELECT (occurred_at AT TIME ZONE %(tz)s)::date, event_type, count(*) FROM events GROUP BY 1, 2
+    "rebuild_type_counts": f"""
+        CREATE TEMPORARY TABLE rebuild_type_counts ON COMMIT DROP AS
+        SELECT {QUARTER} AS bucket, (occurred_at AT TIME ZONE %(tz)s)::date AS day, event_type, count(*) AS events
+        FROM events GROUP BY 1, 2, 3
     """,
-    """
-    INSERT INTO rollup_local_day_user (day, user_id)
-    SELECT DISTINCT (occurred_at AT TIME ZONE %(tz)s)::date, user_id FROM events
+    "rollup_type_quarter": """
+        INSERT INTO rollup_type_quarter (bucket, event_type, events)
+        SELECT bucket, event_type, sum(events) FROM rebuild_type_counts GROUP BY 1, 2
     """,
-    "INSERT INTO rollup_dau (day, users) SELECT day, count(*) FROM rollup_local_day_user GROUP BY 1",
-)
+    "rollup_local_day_type": """
+        INSERT INTO rollup_local_day_type (day, event_type, events)
+        SELECT day, event_type, sum(events) FROM rebuild_type_counts GROUP BY 1, 2
+    """,
+    "rollup_local_day_user": """
+        INSERT INTO rollup_local_day_user (day, user_id)
+        SELECT DISTINCT (occurred_at AT TIME ZONE %(tz)s)::date, user_id FROM events
+    """,
+    "rollup_dau": "INSERT INTO rollup_dau (day, users) SELECT day, count(*) FROM rollup_local_day_user GROUP BY 1",
+}
+# The rollups' indexes and primary keys, as statements that drop and recreate them (whatever migrations
+# added): building an index once after the load is several times cheaper than maintaining it per row.
+REBUILD_INDEXES_SQL = """
+SELECT CASE WHEN con.oid IS NULL THEN format('DROP INDEX %I', i.relname)
+            ELSE format('ALTER TABLE %I DROP CONSTRAINT %I', t.relname, con.conname) END,
+       CASE WHEN con.oid IS NULL THEN pg_get_indexdef(i.oid)
+            ELSE format('ALTER TABLE %I ADD CONSTRAINT %I %s', t.relname, con.conname,
+                        pg_get_constraintdef(con.oid)) END
+FROM pg_index x
+JOIN pg_class i ON i.oid = x.indexrelid
+JOIN pg_class t ON t.oid = x.indrelid
+LEFT JOIN pg_constraint con ON con.conindid = i.oid AND con.conrelid = t.oid AND con.contype IN ('p', 'u')
+WHERE t.relname = ANY(:tables) AND t.relnamespace = current_schema()::regnamespace
+ORDER BY con.oid IS NULL, i.relname
+"""
+# Memory for the rebuild's hash aggregates, sorts and index builds (this transaction only).
+REBUILD_MEMORY = "SET LOCAL work_mem = '256MB'; SET LOCAL maintenance_work_mem = '256MB'"
 
 # Dead outbox rows past this size are worth replacing by an empty file (see _truncate_outbox_if_idle).
 OUTBOX_TRUNCATE_BYTES = 1 << 20
@@ -170,28 +198,48 @@ def rebuild_rollups(connection: sa.Connection, project_tz: str | None = None,
                     timings: dict[str, float] | None = None) -> int:
     """Recompute every rollup from ``events`` for ``project_tz`` (default: the app's); return events read.
 
+    Set-based: the rollup tables are truncated and refilled by one INSERT … SELECT each (``REBUILD_SQL``),
+    with their indexes and primary keys dropped before and built afterwards. ``timings`` (if given) receives seconds per step.
+
     Locks the outbox in SHARE mode: in-flight writers finish first and new ones wait until this
     transaction commits, so every event is either in the rebuilt tables or still queued, never both.
-    Readers are not blocked (rows are deleted, not truncated): a reader holding a table lock while it
-    waits for the fold lock must never wait on us in turn (that was a deadlock).
+    Truncating locks the rollup tables: stats reads wait for the rebuild (up to their timeout, then 503)
+    instead of seeing half-built tables. Nothing that holds a rollup table lock waits for the fold lock
+    (readers wait for the background folder without locks; folds take the lock before touching them),
+    so this cannot deadlock.
     """
     tz = project_tz or _app_timezone()
-    connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": FOLD_LOCK_KEY})
-    connection.exec_driver_sql("LOCK TABLE rollup_outbox IN SHARE MODE")
     timings = {} if timings is None else timings
     step = time.perf_counter()
-    for table in ("rollup_outbox",) + ROLLUP_TABLES:
-        connection.exec_driver_sql(f"DELETE FROM {table}")
-    timings["empty"] = time.perf_counter() - step
-    for table, statement in zip(ROLLUP_TABLES, REBUILD_SQL):
-        step = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal step
+        now = time.perf_counter()
+        timings[name] = now - step
+        step = now
+
+    connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": FOLD_LOCK_KEY})
+    connection.exec_driver_sql(REBUILD_MEMORY)
+    connection.exec_driver_sql("LOCK TABLE rollup_outbox IN SHARE MODE")
+    # The outbox is emptied row by row: TRUNCATE would wait for folders that read it before the fold lock.
+    connection.exec_driver_sql("DELETE FROM rollup_outbox")
+    connection.exec_driver_sql("TRUNCATE " + ", ".join(ROLLUP_TABLES))
+    indexes = connection.execute(sa.text(REBUILD_INDEXES_SQL), {"tables": list(ROLLUP_TABLES)}).all()
+    for drop, _ in indexes:
+        connection.exec_driver_sql(drop)
+    lap("empty")
+    for table, statement in REBUILD_SQL.items():
         connection.exec_driver_sql(statement, {"tz": tz})
-        timings[table] = time.perf_counter() - step
-    step = time.perf_counter()
+        lap(table)
+    for _, create in reversed(indexes):
+        connection.exec_driver_sql(create)
+    lap("build indexes")
+    events = connection.exec_driver_sql("SELECT coalesce(sum(events), 0) FROM rebuild_type_counts").scalar_one()
+    connection.exec_driver_sql("DROP TABLE rebuild_type_counts")
     _record_timezone(connection, tz)
     analyze_rollups(connection)
-    timings["analyze"] = time.perf_counter() - step
-    return connection.exec_driver_sql("SELECT coalesce(sum(events), 0) FROM rollup_local_day_type").scalar_one()
+    lap("analyze")
+    return events
 
 
 def _record_timezone(connection: sa.Connection, tz: str) -> None:
