@@ -96,12 +96,12 @@ def analytics_engine(app: Flask) -> sa.Engine | None:
         return None
     engine = app.extensions.get("eventsapp_analytics_engine")
     if engine is None:
-        from .config import ENGINE_OPTIONS
+        from .config import ENGINE_OPTIONS, normalize_database_url
 
         with _analytics_lock:
             engine = app.extensions.get("eventsapp_analytics_engine")
             if engine is None:
-                engine = sa.create_engine(url, **ENGINE_OPTIONS, pool_size=10, max_overflow=10)
+                engine = sa.create_engine(normalize_database_url(url), **ENGINE_OPTIONS, pool_size=10, max_overflow=10)
                 app.extensions["eventsapp_analytics_engine"] = engine
     return engine
 
