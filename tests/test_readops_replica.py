@@ -199,9 +199,22 @@ def test_other_endpoints_stay_on_the_primary_when_the_standby_is_paused(cluster,
         cursor.execute("SELECT pg_wal_replay_pause()")
     try:
         _post(client, 3, "2025-10-05")
-        assert client.get("/ready").status_code == 200
+        ready = client.get("/ready")
+        assert ready.status_code == 200 and ready.get_json() == {"status": "ok", "analytics": "replay paused"}
         assert client.get("/dashboard").status_code == 200
     finally:
         with standby.cursor() as cursor:
             cursor.execute("SELECT pg_wal_replay_resume()")
         standby.close()
+
+
+def test_a_standby_that_is_down_turns_away_stats_reads_only(cluster, replica_app):
+    client = replica_app.test_client()
+    assert client.get("/ready").get_json() == {"status": "ok", "analytics": "ok"}
+    cluster.run(str(PG_BIN / "pg_ctl"), "-D", str(cluster.root / "standby"), "-m", "fast", "-w", "stop")
+    _post(client, 2, "2025-10-05")
+    status, _, retry_after = _dau(client)
+    assert (status, retry_after) == (503, "5")
+    ready = client.get("/ready")
+    assert ready.status_code == 200 and ready.get_json()["analytics"].startswith("unreachable")
+    assert client.get("/health").status_code == 200
