@@ -69,7 +69,7 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # first byte, and one client IP may hold this many connections (0: no limit; behind a proxy).
         "EVENTSAPP_REQUEST_READ_TIMEOUT": _int(env, "EVENTSAPP_REQUEST_READ_TIMEOUT", 60),
         "EVENTSAPP_MAX_CONNECTIONS_PER_IP": _int(env, "EVENTSAPP_MAX_CONNECTIONS_PER_IP", 20),
-        # Read replica: /stats/* reads go to this hot standby (writes and the rollup fold stay on DATABASE_URL).
+        # Read replica: /stats/* reads go to this hot standby (writes and the fold stay on DATABASE_URL).
         "EVENTSAPP_ANALYTICS_DATABASE_URL": normalize_database_url(analytics_url) if (
             analytics_url := env.get("EVENTSAPP_ANALYTICS_DATABASE_URL", "").strip()) else None,
     }

@@ -90,7 +90,7 @@ REPLAY_POLL_SECONDS = 0.02
 
 
 def analytics_engine(app: Flask) -> sa.Engine | None:
-    """The engine of EVENTSAPP_ANALYTICS_DATABASE_URL (made once per app), or None when reads use the primary."""
+    """The engine of EVENTSAPP_ANALYTICS_DATABASE_URL (made once per app), or None: reads use the primary."""
     url = app.config.get("EVENTSAPP_ANALYTICS_DATABASE_URL")
     if not url:
         return None
@@ -101,7 +101,8 @@ def analytics_engine(app: Flask) -> sa.Engine | None:
         with _analytics_lock:
             engine = app.extensions.get("eventsapp_analytics_engine")
             if engine is None:
-                engine = sa.create_engine(normalize_database_url(url), **ENGINE_OPTIONS, pool_size=10, max_overflow=10)
+                engine = sa.create_engine(normalize_database_url(url), **ENGINE_OPTIONS,
+                                          pool_size=10, max_overflow=10)
                 app.extensions["eventsapp_analytics_engine"] = engine
     return engine
 

@@ -41,7 +41,7 @@ def analytics_replica_status(engine: sa.Engine | None) -> str | None:
     try:
         with engine.connect() as connection:
             in_recovery, paused = connection.exec_driver_sql(
-                "SELECT pg_is_in_recovery(), pg_is_in_recovery() AND pg_get_wal_replay_pause_state() <> 'not paused'"
+                "SELECT pg_is_in_recovery(), pg_is_in_recovery() AND pg_is_wal_replay_paused()"
             ).one()
     except sa.exc.DBAPIError as exc:
         return f"unreachable: {type(exc.orig).__name__ if exc.orig else exc}"

@@ -19,7 +19,8 @@ def rebuild_command() -> None:
     """Recompute every rollup from the events table (for the database's project timezone)."""
     started = time.perf_counter()
     with db.engine.begin() as connection:
-        tz = rollups.project_timezone(rollups.rollup_timezone(connection), current_app.config["EVENTSAPP_TIMEZONE"])
+        configured = current_app.config["EVENTSAPP_TIMEZONE"]
+        tz = rollups.project_timezone(rollups.rollup_timezone(connection), configured)
         events = rollups.rebuild_rollups(connection, tz)
     click.echo(f"rebuilt rollups ({tz}) from {events} events in {time.perf_counter() - started:.2f} s")
 
@@ -41,7 +42,7 @@ def set_timezone_command(tz: str) -> None:
                f"in {time.perf_counter() - started:.2f} s")
     if tz != current_app.config["EVENTSAPP_TIMEZONE"]:
         click.echo(f"Set EVENTSAPP_TIMEZONE={tz} for every process, or each logs a warning (the database's "
-                   "timezone is used either way).")
+                   "timezone is used either way); restart servers so their dashboard's default follows.")
 
 
 @rollups_cli.command("fold")

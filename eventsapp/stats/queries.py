@@ -44,8 +44,8 @@ class Scope:
 
 
 def run_read(engine: sa.Engine, question: Callable[..., T], *, project_tz: str, timeout_ms: int,
-             tz: str | None = None, segment: Sequence[Segment] = (), analytics_engine: sa.Engine | None = None,
-             **arguments: Any) -> T:
+             tz: str | None = None, segment: Sequence[Segment] = (),
+             analytics_engine: sa.Engine | None = None, **arguments: Any) -> T:
     """Bring the rollups up to date (read-your-writes), then answer ``question`` under a statement timeout.
 
     ``engine`` is the primary: queued outbox rows are folded there by the app's background folder, which

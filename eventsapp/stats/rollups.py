@@ -1,7 +1,8 @@
 """Analytics rollups, fed from ``rollup_outbox`` (filled by ``write_events`` in the writer's transaction).
 
 ``fold_outbox`` moves queued rows into the rollups; every stats read has the app's ``BackgroundFolder``
-fold first (and waits for it, bounded), so answers include every committed event. ``rebuild_rollups`` recomputes them from ``events``; both give identical tables.
+fold first (and waits for it, bounded), so answers include every committed event. ``rebuild_rollups``
+recomputes them from ``events``; both give identical tables.
 
 Tables (see models.py): per (UTC day, user) first/last event time, per user first event time, per
 15-minute UTC bucket x event type counts — all timezone-free — and, for the project timezone recorded in
@@ -79,11 +80,13 @@ REBUILD_SQL = {
         FROM events GROUP BY 1, 2
     """,
     "rollup_user_first": """
-        INSERT INTO rollup_user_first (user_id, first_at) SELECT user_id, min(first_at) FROM rollup_user_day GROUP BY 1
+        INSERT INTO rollup_user_first (user_id, first_at)
+        SELECT user_id, min(first_at) FROM rollup_user_day GROUP BY 1
     """,
     "rebuild_type_counts": f"""
         CREATE TEMPORARY TABLE rebuild_type_counts ON COMMIT DROP AS
-        SELECT {QUARTER} AS bucket, (occurred_at AT TIME ZONE %(tz)s)::date AS day, event_type, count(*) AS events
+        SELECT {QUARTER} AS bucket, (occurred_at AT TIME ZONE %(tz)s)::date AS day, event_type,
+               count(*) AS events
         FROM events GROUP BY 1, 2, 3
     """,
     "rollup_type_quarter": """
@@ -98,7 +101,9 @@ REBUILD_SQL = {
         INSERT INTO rollup_local_day_user (day, user_id)
         SELECT DISTINCT (occurred_at AT TIME ZONE %(tz)s)::date, user_id FROM events
     """,
-    "rollup_dau": "INSERT INTO rollup_dau (day, users) SELECT day, count(*) FROM rollup_local_day_user GROUP BY 1",
+    "rollup_dau": """
+        INSERT INTO rollup_dau (day, users) SELECT day, count(*) FROM rollup_local_day_user GROUP BY 1
+    """,
 }
 # The rollups' indexes and primary keys, as statements that drop and recreate them (whatever migrations
 # added): building an index once after the load is several times cheaper than maintaining it per row.
@@ -154,7 +159,7 @@ def fold_outbox(connection: sa.Connection, project_tz: str | None = None, *, ana
     meta_tz = rollup_timezone(connection)  # another folder may have built them while we waited
     if meta_tz is None:
         if not _never_built(connection):
-            # Rollups without a recorded timezone (rollup_meta emptied by hand): repair, they cannot be trusted.
+            # Rollups without a recorded timezone (rollup_meta emptied by hand) cannot be trusted: repair.
             return rebuild_rollups(connection, configured)
         # Every event ever committed is still queued (only folds and rebuilds empty the outbox, and both
         # record the timezone), so folding them into the empty rollups is a build. Unlike a rebuild, it
@@ -199,7 +204,8 @@ def rebuild_rollups(connection: sa.Connection, project_tz: str | None = None,
     """Recompute every rollup from ``events`` for ``project_tz`` (default: the app's); return events read.
 
     Set-based: the rollup tables are truncated and refilled by one INSERT … SELECT each (``REBUILD_SQL``),
-    with their indexes and primary keys dropped before and built afterwards. ``timings`` (if given) receives seconds per step.
+    with their indexes and primary keys dropped before and built afterwards. ``timings`` (if given)
+    receives seconds per step.
 
     Locks the outbox in SHARE mode: in-flight writers finish first and new ones wait until this
     transaction commits, so every event is either in the rebuilt tables or still queued, never both.
@@ -234,7 +240,7 @@ def rebuild_rollups(connection: sa.Connection, project_tz: str | None = None,
     for _, create in reversed(indexes):
         connection.exec_driver_sql(create)
     lap("build indexes")
-    events = connection.exec_driver_sql("SELECT coalesce(sum(events), 0) FROM rebuild_type_counts").scalar_one()
+    events = connection.exec_driver_sql("SELECT coalesce(sum(events), 0) FROM rebuild_type_counts").scalar()
     connection.exec_driver_sql("DROP TABLE rebuild_type_counts")
     _record_timezone(connection, tz)
     analyze_rollups(connection)
@@ -346,7 +352,7 @@ class BackgroundFolder:
                         with connection.begin():
                             analyze_rollups(connection)
             except Exception as exc:  # noqa: BLE001 - handed to the waiting readers, who answer 503
-                log.warning("folding the rollup outbox failed; rows stay queued for the next fold", exc_info=True)
+                log.warning("folding the rollup outbox failed; the rows stay queued", exc_info=True)
                 with self._cond:
                     if self._completed < target:
                         self._failed_through, self._error = target, exc
