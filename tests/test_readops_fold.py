@@ -7,6 +7,7 @@ import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
 from conftest import make_event
@@ -38,6 +39,7 @@ def _expected_dau(engine) -> dict[str, int]:
     return {day: len(ids) for day, ids in users.items()}
 
 
+@pytest.mark.slow
 def test_a_large_outbox_never_holds_readers_past_their_timeout_nor_ingest_and_health(app, engine, live_server,
                                                                                          monkeypatch):
     with engine.begin() as connection:
@@ -51,24 +53,27 @@ def test_a_large_outbox_never_holds_readers_past_their_timeout_nor_ingest_and_he
         response = requests.get(dau_url, timeout=60)
         return response.status_code, time.monotonic() - started, response.headers.get("Retry-After")
 
-    with ThreadPoolExecutor(10) as pool:
-        reads = list(pool.map(read, range(10)))  # 10 readers on 8 waitress threads, as in the report
+    with ThreadPoolExecutor(20) as pool:
+        # 10 readers on waitress's 8 threads, as in the report; /health and POST /events while they run.
+        reads = [pool.submit(read, i) for i in range(10)]
         probes = []
-        late = make_event(occurred_at="2025-10-02T12:00:00Z", user_id="late-user")
-        for path, send in (("/health", lambda: requests.get(f"{live_server}/health", timeout=60)),
-                           ("/events", lambda: requests.post(f"{live_server}/events", json=[late], timeout=60))):
-            started = time.monotonic()
-            status = send().status_code
-            probes.append((path, status, time.monotonic() - started))
-        more = list(pool.map(read, range(10)))
-    for status, seconds, retry_after in reads + more:
+        for n in range(3):
+            late = make_event(occurred_at="2025-10-02T12:00:00Z", user_id=f"late-user-{n}")
+            for path, send in (("/health", lambda: requests.get(f"{live_server}/health", timeout=60)),
+                               ("/events", lambda: requests.post(f"{live_server}/events", json=[late], timeout=60))):
+                started = time.monotonic()
+                status = send().status_code
+                probes.append((path, status, time.monotonic() - started))
+        reads += [pool.submit(read, i) for i in range(10)]
+        answers = [future.result() for future in reads]
+    for status, seconds, retry_after in answers:
         assert seconds < TIMEOUT_MS / 1000 + SLACK_SECONDS, (status, seconds)
         assert status in (200, 503), status
         if status == 503:
             assert retry_after == "5"  # README
     # The fold of 200k rows takes far longer than 300 ms: readers really were turned away, not served late.
-    assert sum(status == 503 for status, _, _ in reads) >= 1
-    assert [(path, status) for path, status, _ in probes] == [("/health", 200), ("/events", 201)]
+    assert sum(status == 503 for status, _, _ in answers) >= 1
+    assert [(path, status) for path, status, _ in probes] == [("/health", 200), ("/events", 201)] * 3
     assert all(seconds < 1.0 for _, _, seconds in probes), probes
 
     # Once the background fold is done the answer is exact, including the event acknowledged meanwhile.
@@ -77,7 +82,7 @@ def test_a_large_outbox_never_holds_readers_past_their_timeout_nor_ingest_and_he
     assert response.status_code == 200
     expected = _expected_dau(engine)
     assert {row["date"]: row["dau"] for row in response.json() if row["dau"]} == expected
-    assert expected["2025-10-02"] == 1 + len({f"u{i % 20000}" for i in range(1, OUTBOX_ROWS + 1)
+    assert expected["2025-10-02"] == 3 + len({f"u{i % 20000}" for i in range(1, OUTBOX_ROWS + 1)
                                               if (i * 7919) % (5 * 86400) // 86400 == 1})
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM rollup_outbox").scalar_one() == 0
