@@ -88,12 +88,14 @@ def run_read(engine: sa.Engine, question: Callable[..., T], *, project_tz: str, 
         raise ApiError("The analytics rollups could not be brought up to date; retry later.", status_code=503,
                        headers={"Retry-After": str(QUERY_RETRY_AFTER_SECONDS)}) from None
     except sa.exc.OperationalError as exc:
-        # Cancelled by the timeout, or on a standby by a conflict with replication (SQLSTATE 40001).
-        if isinstance(exc.orig, (psycopg2.errors.QueryCanceled, psycopg2.errors.SerializationFailure)):
+        if isinstance(exc.orig, psycopg2.errors.QueryCanceled):
             raise ApiError(
                 f"The query took longer than {timeout_ms} ms and was cancelled; narrow the range or retry later.",
                 status_code=503, headers={"Retry-After": str(QUERY_RETRY_AFTER_SECONDS)},
             ) from None
+        if isinstance(exc.orig, psycopg2.errors.SerializationFailure):  # a standby's replay cancelled it
+            raise ApiError("The analytics replica cancelled the query (conflict with replication); retry later.",
+                           status_code=503, headers={"Retry-After": str(QUERY_RETRY_AFTER_SECONDS)}) from None
         raise
 
 
