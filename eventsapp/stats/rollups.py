@@ -147,7 +147,8 @@ def fold_outbox(connection: sa.Connection, project_tz: str | None = None, *, ana
     The local-day rollups keep the project timezone stored in ``rollup_meta`` (the database's, see
     ``project_timezone``). ``project_tz`` (default: the app's EVENTSAPP_TIMEZONE) is used only when none
     is stored yet; a different one is logged as a WARNING and ignored, never a reason to rebuild (changing
-    it is ``set_timezone``). Cheap when there is nothing to do: one query, no lock.
+    it is ``rebuild_rollups`` with the new one: `flask rollups set-timezone`). Cheap when there is nothing
+    to do: one query, no lock.
     ``analyze=False`` leaves refreshing planner statistics after a big fold to the caller (``analyze``).
     """
     meta_tz, queued = connection.exec_driver_sql(STATE_SQL).one()
