@@ -43,6 +43,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     if app.config.get("EVENTSAPP_EMBEDDED"):
         upgrade_embedded_schema(app)
+    from .database import adopt_project_timezone
+    adopt_project_timezone(app)  # the database's project timezone wins over EVENTSAPP_TIMEZONE
     if not observability.in_cli_command():
         observability.announce_start(app)  # `flask serve` announces when it starts serving
     return app

@@ -73,6 +73,9 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # budget of a browser-safe key per client IP (on top of the key's own ingest budget).
         "EVENTSAPP_CORS_ORIGINS": parse_origins(env.get("EVENTSAPP_CORS_ORIGINS", "")),
         "EVENTSAPP_RATE_LIMIT_BROWSER_IP": env.get("EVENTSAPP_RATE_LIMIT_BROWSER_IP") or "1200/minute",
+        # Read replica: /stats/* reads go to this hot standby (writes and the fold stay on DATABASE_URL).
+        "EVENTSAPP_ANALYTICS_DATABASE_URL": normalize_database_url(analytics_url) if (
+            analytics_url := env.get("EVENTSAPP_ANALYTICS_DATABASE_URL", "").strip()) else None,
     }
 
 

@@ -7,6 +7,7 @@ function shapes the variant's counts into the answer. Every local date comes fro
 """
 from __future__ import annotations
 
+import time as time_module
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, TypeVar
@@ -14,10 +15,11 @@ from typing import Any, TypeVar
 import psycopg2.errors
 import sqlalchemy as sa
 
+from ..database import primary_wal_lsn, wait_for_replay
 from ..errors import ApiError
 from . import router
 from .calendar import Calendar, timezone_problem
-from .rollups import STATE_SQL, fold_outbox
+from .rollups import STATE_SQL, FoldFailed, background_folder, project_timezone, rollup_timezone
 from .router import Question, Scope
 from .schemas import Segment
 
@@ -31,44 +33,71 @@ T = TypeVar("T")
 
 
 def run_read(engine: sa.Engine, question: Any, *, project_tz: str, timeout_ms: int,
-             tz: str | None = None, segment: Sequence[Segment] = (), **arguments: Any) -> T:
-    """Fold the outbox (read-your-writes), then answer ``question`` under a statement timeout.
+             tz: str | None = None, segment: Sequence[Segment] = (),
+             analytics_engine: sa.Engine | None = None, **arguments: Any) -> T:
+    """Bring the rollups up to date (read-your-writes), then answer ``question`` under a statement timeout.
 
-    ``tz`` and ``project_tz`` must be names this PostgreSQL reads as zones (calendar.timezone_problem):
-    a bad ``tz`` is the client's 400, a bad project timezone the operator's 503. The common case (nothing
-    queued) costs one extra statement in the read's own transaction. A query cancelled by the timeout
-    becomes a 503 with Retry-After.
+    ``engine`` is the primary: queued outbox rows are folded there by the app's background folder, which
+    the read waits for. With ``analytics_engine`` (a hot standby) the read then waits until the standby has
+    replayed the primary's WAL position taken after that fold, and runs there. Each wait ends at
+    ``timeout_ms`` from the start: then 503 with Retry-After, never an answer missing acknowledged events.
+    ``project_tz`` (EVENTSAPP_TIMEZONE) counts only until the database has a project timezone stored.
+    The common case (nothing queued, no standby) costs one extra statement in the read's own transaction.
     """
     if problem := timezone_problem(engine, project_tz):
         raise ApiError(f"EVENTSAPP_TIMEZONE is not usable: {problem} Fix the setting and restart.",
                        status_code=503, headers={"Retry-After": str(CONFIG_RETRY_AFTER_SECONDS)})
     if tz is not None and (problem := timezone_problem(engine, tz)):
         raise ApiError("Invalid query parameter(s): tz.", status_code=400, errors={"query": {"tz": [problem]}})
-    scope = Scope(tz=tz or project_tz, rollup_tz=project_tz, segments=tuple(segment))
+    deadline = time_module.monotonic() + timeout_ms / 1000
     # Enough memory that a DISTINCT over a month of (day, user) pairs is hashed in memory, not on disk.
     timeout_sql = f"SET LOCAL statement_timeout = {int(timeout_ms)}; SET LOCAL work_mem = '{WORK_MEM}'; "
     try:
         with engine.connect() as connection:
             connection.begin()
             meta_tz, queued = connection.exec_driver_sql(timeout_sql + STATE_SQL).one()
-            if queued or meta_tz != project_tz:
+            if queued or meta_tz is None:
                 connection.commit()
-                # Folding is not the reader's query: it runs without the timeout, in its own transaction
-                # so the fold lock is not held while the query runs.
-                with connection.begin():
-                    fold_outbox(connection, project_tz)
+                _wait(background_folder(engine).catch_up(project_tz, deadline), timeout_ms,
+                      "folding the events queued for the rollups")
                 connection.begin()
                 connection.exec_driver_sql(timeout_sql)
+                meta_tz = rollup_timezone(connection)
+            stored_tz = project_timezone(meta_tz, project_tz)
+            scope = Scope(tz=tz or stored_tz, rollup_tz=stored_tz, segments=tuple(segment))
+            if analytics_engine is None:
+                answer = question(connection, scope, **arguments)
+                connection.commit()
+                return answer
+            lsn = primary_wal_lsn(connection)
+            connection.commit()
+        with analytics_engine.connect() as connection:
+            connection.begin()
+            connection.exec_driver_sql(timeout_sql)
+            _wait(wait_for_replay(connection, lsn, deadline), timeout_ms, "the analytics replica to catch up")
             answer = question(connection, scope, **arguments)
             connection.commit()
             return answer
+    except FoldFailed:
+        raise ApiError("The analytics rollups could not be brought up to date; retry later.", status_code=503,
+                       headers={"Retry-After": str(QUERY_RETRY_AFTER_SECONDS)}) from None
     except sa.exc.OperationalError as exc:
         if isinstance(exc.orig, psycopg2.errors.QueryCanceled):
             raise ApiError(
                 f"The query took longer than {timeout_ms} ms and was cancelled; narrow the range or retry later.",
                 status_code=503, headers={"Retry-After": str(QUERY_RETRY_AFTER_SECONDS)},
             ) from None
+        if isinstance(exc.orig, psycopg2.errors.SerializationFailure):  # a standby's replay cancelled it
+            raise ApiError("The analytics replica cancelled the query (conflict with replication); retry later.",
+                           status_code=503, headers={"Retry-After": str(QUERY_RETRY_AFTER_SECONDS)}) from None
         raise
+
+
+def _wait(done: bool, timeout_ms: int, what: str) -> None:
+    """503 with Retry-After when a bounded wait ran out: the answer would miss acknowledged events."""
+    if not done:
+        raise ApiError(f"Waited {timeout_ms} ms for {what}; retry later.", status_code=503,
+                       headers={"Retry-After": str(QUERY_RETRY_AFTER_SECONDS)})
 
 
 # --- SQL pieces -----------------------------------------------------------------------------------

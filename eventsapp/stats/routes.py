@@ -8,6 +8,7 @@ from flask_smorest import Blueprint
 from marshmallow import RAISE, fields
 from webargs.flaskparser import FlaskParser
 
+from ..database import analytics_engine
 from ..errors import ApiError, document_errors
 from ..extensions import db
 from . import queries
@@ -61,7 +62,8 @@ _document_errors = document_errors(blp, _ERRORS)
 def _answer(question, **arguments: Any):
     config = current_app.config
     return queries.run_read(db.engine, question, project_tz=config["EVENTSAPP_TIMEZONE"],
-                            timeout_ms=config["EVENTSAPP_QUERY_TIMEOUT_MS"], **arguments)
+                            timeout_ms=config["EVENTSAPP_QUERY_TIMEOUT_MS"],
+                            analytics_engine=analytics_engine(current_app), **arguments)
 
 
 @blp.route("/dau")
