@@ -33,6 +33,9 @@ QUERIES = (
     ("retention 4 weekly, 1 cohort", "/stats/retention?start_date=2025-08-04&windows=4&window_size=weekly"),
     ("retention 4 weekly, 7 cohorts",
      "/stats/retention?start_date=2025-08-04&windows=4&window_size=weekly&cohorts=7"),
+    # Issue 14 (bench/funnels.py measures them in the 100k-users shape).
+    ("funnel 3 steps, 1-day window", "/stats/funnel?from=2025-08-01&to=2025-08-30&step=event_type:app_open"
+     "&step=event_type:add_to_cart&step=event_type:purchase"),
 )
 VARIANTS = (
     ("project tz", ""),

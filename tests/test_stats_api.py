@@ -126,7 +126,8 @@ def test_openapi_documents_every_parameter_and_error(client):
     expected = {
         "/stats/dau": {"from", "to", "tz", "segment"},
         "/stats/top-events": {"from", "to", "tz", "segment", "limit"},
-        "/stats/retention": {"start_date", "windows", "window_size", "cohort", "cohorts", "tz", "segment"},
+        "/stats/retention": {"start_date", "windows", "window_size", "cohort", "cohorts", "tz", "segment",
+                              "start", "return", "mode"},
         "/stats/summary": {"from", "to", "tz", "segment"},
     }
     for path, names in expected.items():

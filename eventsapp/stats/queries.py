@@ -365,7 +365,7 @@ RETENTION = Question("retention", retention_from_project_rollup, retention_from_
 
 def retention(connection: sa.Connection, scope: Scope, *, start_date: date, windows: int = 3,
               window_size: str = "daily", cohort: str = "first_seen", cohorts: int = 1,
-              kind: str | None = None) -> list[dict]:
+              kind: str | None = None, start: Any = None, return_: Any = None, mode: str = "on") -> list[dict]:
     """Return one row per cohort: ``{"cohort_start_date", "size", "w0", ...}``.
 
     Cohort c starts at ``start_date + c·step`` (step 1 or 7 days); its window k covers the local days
@@ -376,12 +376,21 @@ def retention(connection: sa.Connection, scope: Scope, *, start_date: date, wind
     """
     arguments = {"start_date": start_date, "windows": windows, "window_size": window_size, "cohort": cohort,
                  "cohorts": cohorts}
-    counts = router.answer(connection, RETENTION, scope, arguments, kind)
+    sizes = None
+    if start is not None or return_ is not None or mode != "on":
+        # Issue 14: distinct start/return events or on_or_after; see retention_events.py.
+        from .retention_events import RETENTION_EVENTS
+
+        arguments.update(start=start, return_=return_, mode=mode)
+        sizes, counts = router.answer(connection, RETENTION_EVENTS, scope, arguments, kind)
+    else:
+        counts = router.answer(connection, RETENTION, scope, arguments, kind)
     today = connection.execute(sa.text("SELECT (now() AT TIME ZONE :tz)::date"), {"tz": scope.tz}).scalar_one()
     step = _step(window_size)
     rows = []
     for c in range(cohorts):
-        size = counts.get((c, 0), 0)  # every member is active in its window 0 by definition
+        # Every member is active in its window 0 by definition, unless start and return events differ.
+        size = counts.get((c, 0), 0) if sizes is None else sizes.get(c, 0)
         row: dict[str, Any] = {"cohort_start_date": start_date + timedelta(days=c * step), "size": size}
         for k in range(windows):
             ended = start_date + timedelta(days=(c + k + 1) * step) <= today
@@ -457,3 +466,9 @@ def summary(connection: sa.Connection, scope: Scope, *, from_: date, to: date, k
 
 
 QUESTIONS = {question.name: question for question in (DAU, TOP_EVENTS, RETENTION, SUMMARY)}
+
+
+# Funnels (issue 14): a question with a scan variant only; defined in funnels.py.
+from .funnels import FUNNEL  # noqa: E402  (funnels.py imports router, not this module)
+
+QUESTIONS[FUNNEL.name] = FUNNEL

@@ -113,3 +113,28 @@ def timezones():
     """List the timezone names the stats endpoints accept."""
     return {"timezones": sorted(accepted_timezones(db.engine)),
             "project_timezone": current_app.config["EVENTSAPP_TIMEZONE"]}
+
+
+# --- funnels (issue 14) ---------------------------------------------------------------------------
+
+from . import funnels as _funnels  # noqa: E402  (appended section: keeps merges with other sections local)
+from .funnel_schemas import FunnelArgs, FunnelRowSchema  # noqa: E402
+
+_FUNNEL_ERRORS = {
+    **_ERRORS,
+    400: _ERRORS[400] + " For funnels also: fewer than 2 or more than 10 `step`s, a malformed step or "
+    "`exclude` filter, `exclude` naming a step outside 1..n or with i ≥ j, `window` outside 1..7776000, an "
+    "unknown `order`, a `breakdown` other than properties.KEY, `limit` outside 1..100.",
+}
+
+
+@blp.route("/funnel")
+@blp.arguments(FunnelArgs, location="query", as_kwargs=True)
+@blp.response(200, FunnelRowSchema(many=True),
+              description="One row per step for each breakdown group (values by rank, then other, then none); "
+                          "entries are step-1 events with a local date in [from, to], later steps may fall "
+                          "after `to`.")
+@document_errors(blp, _FUNNEL_ERRORS)
+def funnel(**arguments: Any):
+    """Count users through ordered steps within a conversion window."""
+    return _answer(_funnels.funnel, **arguments)
