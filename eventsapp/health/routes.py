@@ -1,6 +1,7 @@
 """``/health`` (the process is up) and ``/ready`` (the database answers and its schema is at head)."""
 from __future__ import annotations
 
+from flask import current_app
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
@@ -24,10 +25,11 @@ def health():
 
 @blp.route("/ready")
 @blp.response(200, StatusSchema, description="Ready to take requests.")
-@blp.alt_response(503, schema=StatusSchema, description="Not ready; `reason` says why.")
+@blp.alt_response(503, schema=StatusSchema, description="Not ready; `reason` says why (database down, schema "
+                  "not migrated, or an EVENTSAPP_TIMEZONE the database does not accept).")
 def ready():
-    """Report whether the database is reachable and migrated."""
-    ok, reason = readiness(db.engine, schema_gate())
+    """Report whether the database is reachable and migrated and accepts EVENTSAPP_TIMEZONE."""
+    ok, reason = readiness(db.engine, schema_gate(), current_app.config["EVENTSAPP_TIMEZONE"])
     if ok:
         return {"status": "ok"}
     return {"status": "unavailable", "reason": reason}, 503
