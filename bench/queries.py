@@ -76,7 +76,7 @@ def server_env(data_dir: Path, project_tz: str) -> dict[str, str]:
 
 def csv_for(rows: int, cache: Path, users: int | None = None) -> Path:
     """The generated CSV of ``rows`` events (``users`` distinct users; None: the generator's default)."""
-    path = cache / (f"events-{rows}-seed1.csv" if users is None else f"events-{rows}-users{users}-seed1.csv")
+    path = cache / (f"events-{rows}-seed1.csv" if users is None else f"events-{rows}-seed1-users{users}.csv")
     if not path.exists():
         shape = [] if users is None else ["--users", str(users)]
         subprocess.run([sys.executable, str(REPO_ROOT / "data" / "generate_events.py"), "--rows", str(rows),
