@@ -144,6 +144,24 @@ class Calendar:
         return self.start_of(self.last + timedelta(days=1))
 
     @property
+    def two_days_per_date(self) -> bool:
+        """True when each local date is on at most the after side of one UTC day u and the before side of
+        u + 1 (a local day under 24 h + a DST shift long never touches three UTC days)."""
+        sources: dict[date, list[tuple[date, str]]] = {}
+        for split in self.splits:
+            if split.before != split.after:
+                sources.setdefault(split.before, []).append((split.day, "before"))
+            sources.setdefault(split.after, []).append((split.day, "after"))
+        for day_sides in sources.values():
+            if len(day_sides) > 2:
+                return False
+            if len(day_sides) == 2:
+                (first_day, first_side), (second_day, second_side) = sorted(day_sides)
+                if (first_side, second_side) != ("after", "before") or (second_day - first_day).days != 1:
+                    return False
+        return True
+
+    @property
     def utc_days(self) -> tuple[date, date]:
         """The first and last UTC day of the span's splits (what the per-UTC-day rollup is read over)."""
         return self.splits[0].day, self.splits[-1].day
