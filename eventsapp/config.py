@@ -69,7 +69,21 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # first byte, and one client IP may hold this many connections (0: no limit; behind a proxy).
         "EVENTSAPP_REQUEST_READ_TIMEOUT": _int(env, "EVENTSAPP_REQUEST_READ_TIMEOUT", 60),
         "EVENTSAPP_MAX_CONNECTIONS_PER_IP": _int(env, "EVENTSAPP_MAX_CONNECTIONS_PER_IP", 20),
+        # Browser SDKs: the web origins allowed to send events (none by default; "*" for any), and the
+        # budget of a browser-safe key per client IP (on top of the key's own ingest budget).
+        "EVENTSAPP_CORS_ORIGINS": parse_origins(env.get("EVENTSAPP_CORS_ORIGINS", "")),
+        "EVENTSAPP_RATE_LIMIT_BROWSER_IP": env.get("EVENTSAPP_RATE_LIMIT_BROWSER_IP") or "1200/minute",
     }
+
+
+def parse_origins(text: str) -> tuple[str, ...]:
+    """``https://app.example.com, http://localhost:3000`` -> normalised origins (as browsers send them)."""
+    origins = []
+    for item in text.replace(",", " ").split():
+        origin = item.strip().rstrip("/").lower()
+        if origin and origin not in origins:
+            origins.append(origin)
+    return tuple(origins)
 
 
 # UTF-8 whatever PGCLIENTENCODING says: the write path sends COPY data as UTF-8 bytes.
