@@ -10,7 +10,9 @@ abbreviation to ``AT TIME ZONE``. Names the two readings could disagree on are r
 """
 from __future__ import annotations
 
+import threading
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
@@ -167,11 +169,30 @@ class Calendar:
         return self.splits[0].day, self.splits[-1].day
 
 
+# A calendar depends only on the server's tz data, fixed while it runs: the last few hundred per engine are
+# kept (the CALENDAR_SQL costs ~10 ms for a month, more than a rollup read).
+CALENDAR_CACHE_SIZE = 512
+_calendars: weakref.WeakKeyDictionary[sa.Engine, OrderedDict[tuple[str, date, date], Calendar]] = (
+    weakref.WeakKeyDictionary())
+_calendars_lock = threading.Lock()
+
+
 def read_calendar(connection: sa.Connection, tz: str, first: date, last: date) -> Calendar:
     """Ask PostgreSQL how the UTC days around local dates [first, last] fall on local dates in ``tz``."""
+    key = (tz, first, last)
+    with _calendars_lock:
+        cache = _calendars.setdefault(connection.engine, OrderedDict())
+        if (cached := cache.get(key)) is not None:
+            cache.move_to_end(key)
+            return cached
     lo, hi = first - timedelta(days=2), last + timedelta(days=2)
     rows = connection.execute(sa.text(CALENDAR_SQL), {"tz": tz, "lo": lo, "hi": hi}).all()
     splits = tuple(UtcDaySplit(day, t, before, after) for day, before, after, t, _ok, _clean in rows)
     exact = all(ok for *_, ok, _clean in rows)
     clean = all(clean for *_, clean in rows)
-    return Calendar(tz, first, last, splits, exact, clean)
+    calendar = Calendar(tz, first, last, splits, exact, clean)
+    with _calendars_lock:
+        cache[key] = calendar
+        if len(cache) > CALENDAR_CACHE_SIZE:
+            cache.popitem(last=False)
+    return calendar
