@@ -28,10 +28,11 @@ def health():
 
 @blp.route("/ready")
 @blp.response(200, StatusSchema, description="Ready to take requests.")
-@blp.alt_response(503, schema=StatusSchema, description="Not ready; `reason` says why.")
+@blp.alt_response(503, schema=StatusSchema, description="Not ready; `reason` says why (database down, schema "
+                  "not migrated, or an EVENTSAPP_TIMEZONE the database does not accept).")
 def ready():
-    """Report whether the database is reachable and migrated."""
-    ok, reason = readiness(db.engine, schema_gate())
+    """Report whether the database is reachable and migrated and accepts EVENTSAPP_TIMEZONE."""
+    ok, reason = readiness(db.engine, schema_gate(), current_app.config["EVENTSAPP_TIMEZONE"])
     body = {"status": "ok"} if ok else {"status": "unavailable", "reason": reason}
     analytics = analytics_replica_status(analytics_engine(current_app))
     if analytics is not None:

@@ -8,6 +8,7 @@ function shapes the variant's counts into the answer. Every local date comes fro
 from __future__ import annotations
 
 import time as time_module
+from collections import Counter
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, TypeVar
@@ -139,7 +140,7 @@ def _events_in(scope: Scope, params: dict[str, Any], first: date, last: date) ->
 
 
 def _split_params(scope: Scope) -> dict[str, Any]:
-    """The calendar's UTC-day splits as arrays for SPLITS_SQL."""
+    """The calendar's UTC-day splits as arrays for SPLITS_SQL (one per day, consecutive from ``lo``)."""
     assert scope.calendar is not None
     splits = scope.calendar.splits
     lo, hi = scope.calendar.utc_days
@@ -179,13 +180,48 @@ def dau_from_project_rollup(connection: sa.Connection, scope: Scope, *, from_: d
     return dict(rows.all())
 
 
+# Per UTC day of the calendar: rows (users) with an event before its split, and with one at or after it.
+# The split instant is looked up by position in the :ts array (the calendar's days are consecutive from :lo).
+_SIDES_SQL = """
+SELECT day, count(*) FILTER (WHERE first_at < (CAST(:ts AS timestamptz[]))[day - CAST(:lo AS date) + 1]),
+            count(*) FILTER (WHERE last_at >= (CAST(:ts AS timestamptz[]))[day - CAST(:lo AS date) + 1])
+FROM rollup_user_day WHERE day BETWEEN :lo AND :hi GROUP BY day
+"""
+# Per UTC day u in :pair_days: users on u's after side and on u + 1's before side (the same local date).
+_BOTH_SIDES_SQL = """
+SELECT u1.day, count(*) FROM rollup_user_day u1
+JOIN rollup_user_day u2 ON u2.day = u1.day + 1 AND u2.user_id = u1.user_id
+WHERE u1.day = ANY(CAST(:pair_days AS date[])) AND u2.day BETWEEN :lo AND :hi
+  AND u1.last_at >= (CAST(:ts AS timestamptz[]))[u1.day - CAST(:lo AS date) + 1]
+  AND u2.first_at < (CAST(:ts AS timestamptz[]))[u2.day - CAST(:lo AS date) + 1]
+GROUP BY u1.day
+"""
+
+
 def dau_from_utc_day_rollup(connection: sa.Connection, scope: Scope, *, from_: date, to: date) -> dict[date, int]:
-    """DAU from the per (UTC day, user) first/last event times; (date, user) pairs deduplicated once (a user
-    seen on both sides of a UTC midnight on the same local date)."""
-    sql = f"""WITH b AS ({SPLITS_SQL}), pairs AS ({_utc_day_pairs(union="UNION")})
-              SELECT d, count(*) FROM pairs WHERE d BETWEEN :first AND :last GROUP BY d"""
-    rows = connection.execute(sa.text(sql), {**_split_params(scope), "first": from_, "last": to})
-    return dict(rows.all())
+    """DAU from the per (UTC day, user) first/last event times, without deduplicating (date, user) pairs.
+
+    A row of UTC day u puts its user on u's ``before`` date when its first event is before the split, and on
+    u's ``after`` date when its last event is at or after it. A local date gets a user from at most two
+    rows (the after side of u and the before side of u + 1; see ``Calendar.two_days_per_date``), so
+    DAU = rows on its sides − users on both: counts per UTC day plus one join of neighbouring days, instead
+    of hashing every (date, user) pair (measured at 1M events / 100k users: 2.3 s before).
+    """
+    assert scope.calendar is not None
+    splits = {split.day: split for split in scope.calendar.splits}
+    params = _split_params(scope)
+    params["pair_days"] = [day for day, split in splits.items() if day + timedelta(days=1) in splits
+                           and splits[day + timedelta(days=1)].before == split.after
+                           and splits[day + timedelta(days=1)].before != splits[day + timedelta(days=1)].after]
+    counts: Counter[date] = Counter()
+    for day, on_before, on_after in connection.execute(sa.text(_SIDES_SQL), params):
+        counts[splits[day].before] += on_before
+        counts[splits[day].after] += on_after
+    # Hash joins: the planner cannot estimate the array lookups, and 600k index probes took 4.8 s.
+    connection.exec_driver_sql("SET LOCAL enable_nestloop = off")
+    for day, both in connection.execute(sa.text(_BOTH_SIDES_SQL), params):
+        counts[splits[day].after] -= both
+    return {day: n for day, n in counts.items() if from_ <= day <= to and n}
 
 
 def dau_from_scan(connection: sa.Connection, scope: Scope, *, from_: date, to: date) -> dict[date, int]:
@@ -197,7 +233,8 @@ def dau_from_scan(connection: sa.Connection, scope: Scope, *, from_: date, to: d
     return dict(connection.execute(sa.text(sql), params).all())
 
 
-DAU = Question("dau", dau_from_project_rollup, dau_from_utc_day_rollup, dau_from_scan, _range_span)
+DAU = Question("dau", dau_from_project_rollup, dau_from_utc_day_rollup, dau_from_scan, _range_span,
+               lambda calendar: calendar.exact and calendar.two_days_per_date)
 
 
 def daily_active_users(connection: sa.Connection, scope: Scope, *, from_: date, to: date,

@@ -77,6 +77,8 @@ def answer(connection: sa.Connection, question: Question, scope: Scope, argument
     """Answer ``question`` with the routed variant, or with the variant of ``kind`` (tests compare them)."""
     if kind is None:
         kind, scope = route(connection, question, scope, arguments)
+    elif kind not in KINDS:
+        raise ValueError(f"unknown variant kind {kind!r}; one of {KINDS}")
     elif kind == "utc_day_rollup":
         first, last = question.span(**arguments)
         scope = dataclasses.replace(scope, calendar=read_calendar(connection, scope.tz, first, last))
