@@ -145,9 +145,10 @@ def test_set_timezone_refuses_an_unknown_name_and_changes_nothing(engine, runner
     with engine.begin() as connection:
         fold_outbox(connection, "UTC")
     stored = _meta(engine)
-    result = runner.invoke(args=["rollups", "set-timezone", "Mars/Base"])
-    assert result.exit_code == 2 and "Mars/Base" in result.output
-    assert _meta(engine) == stored
+    for refused in ("Mars/Base", "CET", "localtime"):  # unknown, an abbreviation PostgreSQL reads as +01, a file
+        result = runner.invoke(args=["rollups", "set-timezone", refused])
+        assert result.exit_code == 2 and refused in result.output
+        assert _meta(engine) == stored
 
 
 def test_rebuild_keeps_the_stored_timezone_and_equals_the_folded_rollups(engine, runner, warnings_seen):

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import time
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
 from ..extensions import db
 from . import rollups
+from .calendar import timezone_problem
 
 rollups_cli = AppGroup("rollups", help="Maintain the analytics rollups.")
 
@@ -29,11 +28,10 @@ def rebuild_command() -> None:
 @click.argument("tz")
 def set_timezone_command(tz: str) -> None:
     """Make TZ the project timezone (stored in the database) and rebuild the rollups for it."""
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise click.BadParameter(f"unknown timezone {tz!r} (an IANA name such as Europe/Berlin)",
-                                 param_hint="TZ") from None
+    # The database decides which names are zones (stats/calendar.py), so rollups are never built for a
+    # name that every stats read would then refuse (CET, localtime, or a zone only Python knows).
+    if problem := timezone_problem(db.engine, tz):
+        raise click.BadParameter(f"{problem} (an IANA name such as Europe/Berlin)", param_hint="TZ")
     started = time.perf_counter()
     with db.engine.begin() as connection:
         previous = rollups.rollup_timezone(connection)
