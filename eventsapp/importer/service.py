@@ -13,7 +13,9 @@ committed.
 """
 from __future__ import annotations
 
+import codecs
 import csv
+import gzip
 import io
 import logging
 import queue
@@ -181,6 +183,41 @@ def validate_csv_row(fields: list[str], indexes: tuple[int, int, int, int, int |
     if errors and "properties" in errors:
         errors["properties_json"] = errors.pop("properties")
     return row, errors
+
+
+# --- bytes that are not UTF-8 -----------------------------------------------------------------------
+# The text layer decodes far ahead of the row being parsed, so a strict decoder fails thousands of lines
+# early and takes the rows before it down too. Instead an invalid byte is kept as a lone surrogate
+# (surrogateescape) and the row holding it is refused on its own line like any other bad row. Valid
+# UTF-8 never decodes to a lone surrogate, so a surrogate in a row means a bad byte.
+UTF8_ERRORS = "eventsapp-import-utf8"
+_invalid_utf8_seen = 0  # bumped at every invalid byte decoded; rows are checked only once it moves
+
+
+def _note_invalid_utf8(exc: UnicodeDecodeError) -> tuple[str, int]:
+    global _invalid_utf8_seen
+    _invalid_utf8_seen += 1
+    return _surrogateescape(exc)
+
+
+_surrogateescape = codecs.lookup_error("surrogateescape")
+codecs.register_error(UTF8_ERRORS, _note_invalid_utf8)
+
+
+def invalid_utf8_errors(fields: list[str], header: list[str]) -> dict[str, list[str]]:
+    """The columns of a row holding a byte that is not UTF-8, each with the byte."""
+    errors: dict[str, list[str]] = {}
+    for index, value in enumerate(fields):
+        if value.isascii():
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            byte = ord(value[exc.start]) - 0xDC00
+            name = header[index] if index < len(header) else "row"
+            errors[name] = [f"Holds a byte that is not valid UTF-8 text (0x{byte:02x} at character "
+                            f"{exc.start + 1})."]
+    return errors
 
 
 # --- the writer thread ------------------------------------------------------------------------------
@@ -449,7 +486,8 @@ class _RejectSink:
 
     def open(self) -> None:
         if self.path:
-            self._file = open(self.path, "w", encoding="utf-8", newline="")
+            # surrogateescape: a row refused for a byte that is not UTF-8 keeps its bytes as they were.
+            self._file = open(self.path, "w", encoding="utf-8", errors="surrogateescape", newline="")
             self._writer = csv.writer(self._file, lineterminator="\n")
             self._writer.writerow(REJECT_COLUMNS)
 
@@ -494,6 +532,9 @@ def import_sources(
             "run the same command again to finish (safe: events already stored are skipped).",
             totals,
         ) from None
+    finally:
+        if not totals.elapsed:  # a stopped import's summary shows the time it ran too
+            totals.elapsed = round(time.perf_counter() - started, 3)
 
 
 def _first_line(exc: sa.exc.DBAPIError) -> str:
@@ -563,7 +604,8 @@ def _import_rows(engine, sources, totals, batch_size, skip_invalid, rejects_path
             opened = src.OpenSource(source, digest, watch_digits=True)
             name = source.name
             try:
-                text = io.TextIOWrapper(opened.stream, encoding="utf-8", newline="")
+                invalid_bytes_before = _invalid_utf8_seen  # before the first decode
+                text = io.TextIOWrapper(opened.stream, encoding="utf-8", errors=UTF8_ERRORS, newline="")
                 text._CHUNK_SIZE = 1 << 18  # type: ignore[attr-defined]  # fewer, larger decode steps
                 reader = csv.reader(text, strict=True)
                 try:
@@ -573,6 +615,7 @@ def _import_rows(engine, sources, totals, batch_size, skip_invalid, rejects_path
                                            f"({','.join(COLUMNS)}).")
                     indexes = _column_indexes(header, name)
                     width = len(header)
+                    names = [c.strip().lstrip("\ufeff") for c in header]
                     line = reader.line_num
                     for fields in reader:
                         start_line = line + 1
@@ -583,6 +626,9 @@ def _import_rows(engine, sources, totals, batch_size, skip_invalid, rejects_path
                             row = None
                             errors = {"row": [
                                 f"Expected {width} columns as in the header, got {len(fields)}."]}
+                        elif (_invalid_utf8_seen != invalid_bytes_before
+                              and (errors := invalid_utf8_errors(fields, names))):
+                            row = None
                         else:
                             row, errors = validate_csv_row(
                                 fields, indexes, now, window_of_time,
@@ -605,18 +651,23 @@ def _import_rows(engine, sources, totals, batch_size, skip_invalid, rejects_path
                             continue
                         row_error = RowError(name, start_line, errors)
                         if not skip_invalid:
-                            totals.rows -= 1
                             if batch:
                                 writer.put(batch)
                                 batch = []
                             _finish(writer, totals)
                             raise BadRow(row_error, totals)
                         totals.rejected += 1
-                        rejects.add(fields, [c.strip().lstrip("\ufeff") for c in header], row_error)
+                        rejects.add(fields, names, row_error)
                 except csv.Error as exc:
                     raise ImportError_(f"{name}:{reader.line_num}: not valid CSV: {exc}.") from None
-                except UnicodeDecodeError:
+                except UnicodeDecodeError:  # only where no row holds it (an encoder's state at the end)
                     raise ImportError_(f"{name}:{reader.line_num + 1}: not valid UTF-8 text.") from None
+                except gzip.BadGzipFile as exc:
+                    # Python reads every gzip member; bytes after the last one that are not gzip are
+                    # refused rather than dropped: the file is not what its writer meant it to be.
+                    raise ImportError_(
+                        f"{name}: cannot read after line {reader.line_num}: {exc} (bytes after the end of "
+                        "the gzip data are not gzip; nothing of the file after them is imported).") from None
                 except (OSError, EOFError) as exc:
                     raise ImportError_(f"{name}: cannot read after line {reader.line_num}: {exc}") from None
             finally:
