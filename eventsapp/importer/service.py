@@ -541,10 +541,26 @@ def _first_line(exc: sa.exc.DBAPIError) -> str:
     return (str(exc.orig or exc).strip().splitlines() or ["unknown"])[0]
 
 
+def require_schema(connection: sa.Connection) -> None:
+    """Refuse to start on a database whose schema is not at the migrations' head: the tables may be
+    missing, and "run the same command again" would not help."""
+    from ..database import MIGRATIONS_DIR, current_revision, head_revision
+    from .bootstrap import head_revision_fast
+
+    head = head_revision_fast(MIGRATIONS_DIR / "versions") or head_revision()
+    current = current_revision(connection)
+    if current != head:
+        raise ImportError_(
+            f"The database schema is at {current or 'no revision (an empty database)'}; this eventsapp needs "
+            f"{head}. Nothing was imported: run `flask db upgrade`, then this command again."
+        )
+
+
 def _import_with_key(engine, sources, totals, started, idempotency_key, batch_size, skip_invalid,
                      rejects_path, on_progress, on_reject, project_tz) -> ImportResult:
     with _connect(engine) as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT")
+        require_schema(connection)
         if idempotency_key is not None:
             _lock_key(connection, idempotency_key)
         try:
