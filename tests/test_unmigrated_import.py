@@ -2,32 +2,23 @@
 "run the same command again", and `python3 dev.py serve` migrates it first and serves the sample data."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import select
-import signal
-import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import requests
 import sqlalchemy as sa
 
+from serverproc import free_port
+from test_schema_gate import empty_database  # noqa: F401 - a fixture: a new database, dropped after
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def empty_database(engine):
-    name = f"eventsapp_empty_{uuid.uuid4().hex[:8]}"
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield engine.url.set(database=name).render_as_string(hide_password=False)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def plain_env(**extra: str) -> dict[str, str]:
@@ -53,12 +44,6 @@ def test_import_into_an_unmigrated_database_says_run_flask_db_upgrade(empty_data
     assert "run `flask db upgrade`, then this command again" in done.stderr
     assert "run the same command again" not in done.stderr and "Traceback" not in done.stderr
     assert table_names(empty_database) == set()  # nothing was created or written
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -96,9 +81,8 @@ def test_dev_py_serve_with_an_empty_database_url_migrates_it_and_serves_the_samp
             assert stored == len({row["event_id"] for row in csv.DictReader(sample)})
         assert summary.json()["events"] > 0
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
+        process.terminate()  # dev.py hands SIGTERM on to the server, which stops cleanly
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.kill()  # nothing happens if it has exited
+        process.wait()
