@@ -69,7 +69,18 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # first byte, and one client IP may hold this many connections (0: no limit; behind a proxy).
         "EVENTSAPP_REQUEST_READ_TIMEOUT": _int(env, "EVENTSAPP_REQUEST_READ_TIMEOUT", 60),
         "EVENTSAPP_MAX_CONNECTIONS_PER_IP": _int(env, "EVENTSAPP_MAX_CONNECTIONS_PER_IP", 20),
+        # The embedded PostgreSQL's settings over the ones sized from the machine (embedded_pg).
+        "EVENTSAPP_EMBEDDED_PG_SETTINGS": _pg_settings(env, "EVENTSAPP_EMBEDDED_PG_SETTINGS"),
     }
+
+
+def _pg_settings(env: Mapping[str, str], name: str) -> dict[str, str | None]:
+    from .embedded_pg import parse_settings
+
+    try:
+        return parse_settings(env.get(name) or "")
+    except ValueError as exc:
+        raise SystemExit(f"{name}: {exc}") from None
 
 
 # UTF-8 whatever PGCLIENTENCODING says: the write path sends COPY data as UTF-8 bytes.
