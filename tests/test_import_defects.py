@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import threading
 import time
 import uuid
 
@@ -153,3 +154,36 @@ def test_an_interrupted_import_reports_the_time_it_ran(engine, tmp_path, many_ev
     assert totals.rows == 2000
     # The summary's time is the time the import ran (it said 0.00 s), never more than the wall clock.
     assert 0 < totals.elapsed <= wall + 0.01
+
+
+def test_writers_kept_close_behind_the_fold_finish_with_current_rollups(engine):
+    """The writers wait while the rollup fold is behind; a stats read folding the same rows meanwhile
+    must neither hang them nor leave a rollup short."""
+    from datetime import datetime, timezone
+
+    from eventsapp.importer.pipeline import BatchWriter
+    from eventsapp.ingest import rules
+    from eventsapp.stats.rollups import fold_outbox
+
+    events = [make_event(user_id=f"u{i % 13}") for i in range(3000)]
+    rows, errors = rules.validate_events(events)
+    assert not errors
+    writer = BatchWriter(engine, "UTC", fold_backlog=100)
+    writer.start()
+    for start in range(0, len(rows), 250):
+        writer.put(rows[start:start + 250])
+        with engine.begin() as connection:  # as a /stats read does before it answers
+            fold_outbox(connection, "UTC")
+    finished = threading.Thread(target=writer.finish)
+    finished.start()
+    finished.join(120)
+    assert not finished.is_alive(), "the writers hung waiting for the fold"
+    assert writer.error is None and writer.inserted == len(events)
+    with engine.connect() as connection:
+        queued, pairs = connection.exec_driver_sql(
+            "SELECT (SELECT count(*) FROM rollup_outbox), array_agg(day::text || ' ' || user_id) "
+            "FROM rollup_local_day_user").one()
+    assert queued == 0
+    utc_day = {e["event_id"]: datetime.fromisoformat(e["occurred_at"]).astimezone(timezone.utc).date()
+               for e in events}
+    assert sorted(pairs) == sorted({f"{utc_day[e['event_id']]} {e['user_id']}" for e in events})

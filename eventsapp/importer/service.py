@@ -252,7 +252,8 @@ class _Batcher:
         self.batch_size = options.batch_size
         self.id_window = min(max(3 * options.batch_size, 30_000), 300_000)
         self.writer = BatchWriter(engine, options.project_tz,
-                                  max_lag=max(self.id_window // options.batch_size - 1, 1))
+                                  max_lag=max(self.id_window // options.batch_size - 1, 1),
+                                  fold_backlog=max(50_000, 3 * options.batch_size))
         self.recent: set[str] = set()
         self.older: set[str] = set()
         self.batch: list[rules.EventRow] = []
