@@ -8,7 +8,6 @@ import gzip
 import io
 import threading
 import time
-import uuid
 
 import orjson
 import pytest

@@ -25,8 +25,7 @@ import sqlalchemy as sa
 from ..ingest import rules
 from . import sources as src
 from .pipeline import APPLICATION_NAME, BatchWriter, import_connection  # noqa: F401 - APPLICATION_NAME is public
-from .rows import (COLUMNS, REJECT_COLUMNS, REQUIRED_COLUMNS, CsvRows, RejectsFile,  # noqa: F401
-                   RowError, parse_properties, validate_csv_row)
+from .rows import CsvRows, RejectsFile, RowError
 
 DEFAULT_BATCH_SIZE = 10_000
 KEY_KIND = "import"
