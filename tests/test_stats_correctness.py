@@ -113,8 +113,8 @@ class Oracle:
     def summary(self, first: date, last: date, tz: str, segments) -> dict:
         dates = [self.local(e, tz) for e in self.events]
         chosen = [e for e in self.matching(segments) if first <= self.local(e, tz) <= last]
-        return {"first_date": min(dates).isoformat() if dates else None,
-                "last_date": max(dates).isoformat() if dates else None,
+        return {"data_first_date": min(dates).isoformat() if dates else None,
+                "data_last_date": max(dates).isoformat() if dates else None,
                 "events": len(chosen), "users": len({e["user_id"] for e in chosen})}
 
     def retention(self, start: date, windows: int, size: str, cohort: str, cohorts: int, tz: str,
@@ -187,9 +187,12 @@ def dataset(engine, client):
 
 
 @pytest.fixture(params=["UTC", "Europe/Kyiv"])
-def project_tz(request, app, monkeypatch):
-    """Run under two project timezones; switching one makes the next read rebuild the local rollups."""
+def project_tz(request, app, dataset, monkeypatch):
+    """Run under two project timezones, switched as an operator does (`flask rollups set-timezone`, which
+    rebuilds the local rollups; the database's timezone, not EVENTSAPP_TIMEZONE, decides)."""
     monkeypatch.setitem(app.config, "EVENTSAPP_TIMEZONE", request.param)
+    result = app.test_cli_runner().invoke(args=["rollups", "set-timezone", request.param])
+    assert result.exit_code == 0, result.output
     return request.param
 
 

@@ -28,3 +28,23 @@ def readiness(engine: sa.Engine, gate: SchemaGate) -> tuple[bool, str]:
     except sa.exc.DBAPIError as exc:
         return False, f"database unreachable: {type(exc.orig).__name__ if exc.orig else exc}"
     return True, "ok"
+
+
+def analytics_replica_status(engine: sa.Engine | None) -> str | None:
+    """How the analytics standby (EVENTSAPP_ANALYTICS_DATABASE_URL) is doing, or None when there is none.
+
+    Reported by /ready but not a reason to be unready: ingest and everything else work without it (only
+    /stats/* answers 503 while it is away or behind).
+    """
+    if engine is None:
+        return None
+    try:
+        with engine.connect() as connection:
+            in_recovery, paused = connection.exec_driver_sql(
+                "SELECT pg_is_in_recovery(), pg_is_in_recovery() AND pg_is_wal_replay_paused()"
+            ).one()
+    except sa.exc.DBAPIError as exc:
+        return f"unreachable: {type(exc.orig).__name__ if exc.orig else exc}"
+    if paused:
+        return "replay paused"
+    return "ok" if in_recovery else "ok (not a standby)"

@@ -1,11 +1,13 @@
 """``/health`` (the process is up) and ``/ready`` (the database answers and its schema is at head)."""
 from __future__ import annotations
 
+from flask import current_app
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
+from ..database import analytics_engine
 from ..extensions import db
-from .checks import readiness, schema_gate
+from .checks import analytics_replica_status, readiness, schema_gate
 
 blp = Blueprint("health", __name__, description="Liveness and readiness probes.")
 
@@ -13,6 +15,8 @@ blp = Blueprint("health", __name__, description="Liveness and readiness probes."
 class StatusSchema(Schema):
     status = fields.String(required=True, metadata={"example": "ok"})
     reason = fields.String()
+    analytics = fields.String(metadata={"description": "With EVENTSAPP_ANALYTICS_DATABASE_URL: the standby's "
+                                        "state (ok, replay paused, unreachable: …); informational only."})
 
 
 @blp.route("/health")
@@ -28,6 +32,8 @@ def health():
 def ready():
     """Report whether the database is reachable and migrated."""
     ok, reason = readiness(db.engine, schema_gate())
-    if ok:
-        return {"status": "ok"}
-    return {"status": "unavailable", "reason": reason}, 503
+    body = {"status": "ok"} if ok else {"status": "unavailable", "reason": reason}
+    analytics = analytics_replica_status(analytics_engine(current_app))
+    if analytics is not None:
+        body["analytics"] = analytics
+    return body if ok else (body, 503)
