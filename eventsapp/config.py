@@ -76,6 +76,8 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # Read replica: /stats/* reads go to this hot standby (writes and the fold stay on DATABASE_URL).
         "EVENTSAPP_ANALYTICS_DATABASE_URL": normalize_database_url(analytics_url) if (
             analytics_url := env.get("EVENTSAPP_ANALYTICS_DATABASE_URL", "").strip()) else None,
+        # The embedded PostgreSQL's settings over the ones sized from the machine (embedded_pg).
+        "EVENTSAPP_EMBEDDED_PG_SETTINGS": _pg_settings(env, "EVENTSAPP_EMBEDDED_PG_SETTINGS"),
     }
 
 
@@ -87,6 +89,15 @@ def parse_origins(text: str) -> tuple[str, ...]:
         if origin and origin not in origins:
             origins.append(origin)
     return tuple(origins)
+
+
+def _pg_settings(env: Mapping[str, str], name: str) -> dict[str, str | None]:
+    from .embedded_pg import parse_settings
+
+    try:
+        return parse_settings(env.get(name) or "")
+    except ValueError as exc:
+        raise SystemExit(f"{name}: {exc}") from None
 
 
 # UTF-8 whatever PGCLIENTENCODING says: the write path sends COPY data as UTF-8 bytes.
