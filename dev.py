@@ -37,7 +37,10 @@ def ensure_installed() -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     print("installing eventsapp and its test tools into .venv (first run takes a minute) ...", flush=True)
     subprocess.run([str(PYTHON), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
-    subprocess.run([str(PYTHON), "-m", "pip", "install", "-q", "-e", ".[test]"], check=True, cwd=ROOT)
+    # setuptools' build backend prints a boxed "Editable installation" notice for every editable install;
+    # it is advice for package authors, not for someone starting the service, so it is silenced here.
+    quiet = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "-q", "-e", ".[test]"], check=True, cwd=ROOT, env=quiet)
     STAMP.write_text(wanted)
 
 
