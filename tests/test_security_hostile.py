@@ -36,7 +36,8 @@ def tables_intact(engine) -> bool:
     return {"events", "api_keys", "processed_keys"} <= names
 
 
-VALID = {"from": "2026-01-01", "to": "2026-01-31", "start_date": "2026-01-01", "tz": "UTC"}
+VALID = {"from": "2026-01-01", "to": "2026-01-31", "start_date": "2026-01-01", "tz": "UTC",
+         "step": ["event_type:signup", "event_type:purchase"], "measure": "events"}
 
 
 def stats_parameters(client) -> dict[str, tuple[list[str], dict[str, str]]]:
