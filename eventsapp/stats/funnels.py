@@ -185,10 +185,11 @@ def _ordered_sql(connection: sa.Connection, scope: Scope, steps: Sequence[StepFi
                      f" FROM events WHERE {where}")
     carry = ", id, bd" if breakdown else ""
     chain = [f"c{j}" for j in range(2, n + 1)]
-    layers = [f"l{n} AS (SELECT user_id, t, s{carry}, "
+    # Partitions by (hash, user): the sort compares an integer first, not text (~40% of the sort's time).
+    layers = [f"l{n} AS (SELECT hashtext(user_id) AS h, user_id, t, s{carry}, "
               + ", ".join(f"NULL::timestamptz AS c{j}" for j in range(2, n + 1))
               + f" FROM ({' UNION ALL '.join(parts)}) AS matched)"]
-    over = 'OVER (PARTITION BY user_id COLLATE "C" ORDER BY t DESC)'  # peers (same instant) included
+    over = "OVER (PARTITION BY h, user_id ORDER BY t DESC)"  # peers (same instant) included
     for k in range(n - 1, 0, -1):
         columns = []
         for j in range(2, n + 1):
@@ -199,21 +200,24 @@ def _ordered_sql(connection: sa.Connection, scope: Scope, steps: Sequence[StepFi
             else:
                 columns.append(f"CASE WHEN s = {k} THEN min(c{j}) FILTER (WHERE s = {k + 1}) {over} "
                                f"ELSE c{j} END AS c{j}")
-        layers.append(f"l{k} AS (SELECT user_id, t, s{carry}, {', '.join(columns)} FROM l{k + 1} WHERE s <= {k + 1})")
+        layers.append(f"l{k} AS (SELECT h, user_id, t, s{carry}, {', '.join(columns)} FROM l{k + 1} "
+                      f"WHERE s <= {k + 1})")
     reached = "CASE " + " ".join(f"WHEN c{k} <= {window_end} THEN {k}" for k in range(n, 1, -1)) + " ELSE 1 END"
-    best = "reached = furthest"
-    # Per user: the earliest entry reaching the furthest step; its chain is the minimum of those chains.
-    per_user = ", ".join([f"min(t) FILTER (WHERE {best}) AS c1",
-                          *(f"min(c{j}) FILTER (WHERE {best}) AS c{j}" for j in range(2, n + 1))])
+    # Per user, in one aggregate over the entries (no window pass for "furthest"): the smallest
+    # [t + (n - reached) * 1000 years, t, c2..cn] is the earliest entry among those reaching the furthest
+    # step (entries lie in one range of at most a few years, so the offset dominates). Exact elapsed
+    # seconds, not calendar years: adding years would move Feb 29 and follow the session's DST.
+    rank_key = f"t + ({n} - reached) * interval '31536000000 seconds'"
+    per_user = f"max(reached) AS reached, min(ARRAY[{rank_key}, t, {', '.join(chain)}]) AS a"
     if breakdown:
-        per_user += f", (array_agg(bd ORDER BY t, id) FILTER (WHERE {best}))[1] AS bd"
+        per_user += f", (array_agg(bd ORDER BY {rank_key}, id))[1] AS bd"
     else:
         per_user += ", NULL::text AS bd"
     gaps = ", ".join(
         f"count(*) FILTER (WHERE reached >= {k}),"
-        f" percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM c{k} - c{k - 1}))"
+        f" percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM a[{k + 1}] - a[{k}]))"
         f"   FILTER (WHERE reached >= {k}),"
-        f" avg(extract(epoch FROM c{k} - c{k - 1})) FILTER (WHERE reached >= {k})"
+        f" avg(extract(epoch FROM a[{k + 1}] - a[{k}])) FILTER (WHERE reached >= {k})"
         for k in range(2, n + 1))
     if breakdown:
         grouping = """ranked AS (
@@ -229,13 +233,9 @@ def _ordered_sql(connection: sa.Connection, scope: Scope, steps: Sequence[StepFi
         grouping = "labelled AS (SELECT 'value' AS grp, NULL::text AS value, NULL::bigint AS rank, * FROM counted)"
     sql = f"""
         WITH {', '.join(layers)},
-        attempts AS (
-            SELECT user_id, t{carry}, {', '.join(chain)}, reached,
-                   max(reached) OVER (PARTITION BY user_id COLLATE "C") AS furthest
-            FROM (SELECT *, {reached} AS reached FROM l1 WHERE s = 1) AS entries
-        ),
         counted AS (
-            SELECT max(furthest) AS reached, {per_user} FROM attempts GROUP BY user_id COLLATE "C"
+            SELECT {per_user}
+            FROM (SELECT *, {reached} AS reached FROM l1 WHERE s = 1) AS entries GROUP BY h, user_id
         ),
         {grouping}
         SELECT grp, value, min(rank), count(*), {gaps} FROM labelled GROUP BY grp, value
