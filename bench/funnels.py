@@ -119,7 +119,8 @@ def main() -> None:
 
     loaded = f"import-csv {import_s:.1f} s" if import_s is not None else f"reused {data_dir}"
     print(f"\n/stats/funnel over HTTP (waitress, 4 threads), {args.rows:,} events, {args.rows // 10:,} users, "
-          f"project tz {args.project_tz}; {args.calls} calls each after 2 warm-ups; {loaded}; code {serve_from}")
+          f"project tz {args.project_tz}; {args.calls} calls each after 2 warm-ups; {loaded};"
+          f" code {serve_from}")
     print(f"| {'question':<40} | {'p50 ms':>8} | {'p95 ms':>8} | {'goal ms':>7} |")
     print(f"|{'-' * 42}|{'-' * 10}|{'-' * 10}|{'-' * 9}|")
     for name, p50, p95, goal in results:

@@ -199,8 +199,9 @@ def _ordered_sql(connection: sa.Connection, scope: Scope, steps: Sequence[StepFi
     ]
     parts = [f"SELECT user_id, t, 1 AS s{carry} FROM near"]
     for k, step in enumerate(steps[1:], 2):
-        parts.append(f"SELECT user_id, occurred_at AS t, {k} AS s" + (", NULL::uuid, NULL::text" if breakdown else "")
-                     + f" FROM events WHERE {in_range} AND {_conditions_sql(step.conditions, params, f'x{k}')}"
+        nulls = ", NULL::uuid, NULL::text" if breakdown else ""
+        where = f"{in_range} AND {_conditions_sql(step.conditions, params, f'x{k}')}"
+        parts.append(f"SELECT user_id, occurred_at AS t, {k} AS s{nulls} FROM events WHERE {where}"
                      f" AND (user_id, {bucket}) IN (SELECT user_id, b FROM buckets)")
     chain = [f"c{j}" for j in range(2, n + 1)]
     # Partitions by (hash, user): the sort compares an integer first, not text.
@@ -241,7 +242,8 @@ def _ordered_sql(connection: sa.Connection, scope: Scope, steps: Sequence[StepFi
         # The earliest entry (then the smallest event_id) of each user, sorting only the ties of min(t).
         firsts = """firsts AS (
             SELECT DISTINCT ON (e.user_id) e.user_id, e.bd FROM entries e
-            JOIN (SELECT user_id, min(t) AS t FROM entries GROUP BY user_id) m ON m.user_id = e.user_id AND m.t = e.t
+            JOIN (SELECT user_id, min(t) AS t FROM entries GROUP BY user_id) m
+              ON m.user_id = e.user_id AND m.t = e.t
             ORDER BY e.user_id, e.id
         )"""
         first_bd = "CASE WHEN c.reached > 1 THEN c.bd ELSE f.bd END"
@@ -281,7 +283,8 @@ def _ordered_sql(connection: sa.Connection, scope: Scope, steps: Sequence[StepFi
     previous = connection.exec_driver_sql(
         "SELECT current_setting('enable_nestloop'), set_config('enable_nestloop', 'off', true)").scalar_one()
     rows = connection.execute(sa.text(sql), params).all()
-    connection.execute(sa.text("SELECT set_config('enable_nestloop', :previous, true)"), {"previous": previous})
+    connection.execute(sa.text("SELECT set_config('enable_nestloop', :previous, true)"),
+                       {"previous": previous})
     for row in rows:
         grp, value, rank, total, *rest = row
         users, median, avg = [int(total)], [None], [None]
