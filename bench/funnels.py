@@ -7,6 +7,10 @@ lets event_type steps read the (event_type, occurred_at) index alone). CALLS tim
 2 warm-ups, one keep-alive connection. ``--data-dir`` keeps the loaded database for the next run.
 
     python bench/funnels.py [--rows 1000000] [--calls 10] [--data-dir /tmp/funnels-1m]
+
+Before/after on one machine: ``--only 1,2,6`` times only those questions (1-based), and ``--serve-from
+/work/main`` serves another checkout's code (its own .venv) against the same data; alternate the two runs
+to see past the load of a shared machine.
 """
 from __future__ import annotations
 
@@ -77,7 +81,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8814)
     parser.add_argument("--data-dir", default=None, help="Keep the loaded database here (reused if present).")
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "eventsapp-bench-data"))
+    parser.add_argument("--only", default=None, help="Comma-separated question numbers (1-based) to time.")
+    parser.add_argument("--serve-from", default=str(REPO_ROOT),
+                        help="Checkout whose code (and .venv) serves the questions; default this one.")
     args = parser.parse_args()
+    serve_from = Path(args.serve_from).resolve()
+    chosen = [QUESTIONS[int(i) - 1] for i in args.only.split(",")] if args.only else list(QUESTIONS)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     workdir = None if args.data_dir else Path(tempfile.mkdtemp(prefix="eventsapp-bench-funnels-"))
@@ -87,13 +96,15 @@ def main() -> None:
     try:
         import_s = load(args.rows, args.rows // 10, data_dir, env, cache)
         vacuum(data_dir)
+        serve_bin = serve_from / ".venv" / "bin" if serve_from != REPO_ROOT else BIN
         server = subprocess.Popen(
-            [str(BIN / "waitress-serve"), f"--listen=127.0.0.1:{args.port}", "--threads=4", "wsgi:app"],
-            cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [str(serve_bin / "waitress-serve"), f"--listen=127.0.0.1:{args.port}", "--threads=4", "wsgi:app"],
+            cwd=serve_from, env={**env, "PYTHONPATH": str(serve_from), "PYTHONDONTWRITEBYTECODE": "1"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_ready(args.port, timeout=120)
         results = []
-        for name, path, goal in QUESTIONS:
+        for name, path, goal in chosen:
             try:
                 results.append((name, *time_calls(args.port, path, args.calls), goal))
             except SystemExit as failure:  # a 503 (query timeout) is a result too
@@ -108,7 +119,8 @@ def main() -> None:
 
     loaded = f"import-csv {import_s:.1f} s" if import_s is not None else f"reused {data_dir}"
     print(f"\n/stats/funnel over HTTP (waitress, 4 threads), {args.rows:,} events, {args.rows // 10:,} users, "
-          f"project tz {args.project_tz}; {args.calls} calls each after 2 warm-ups; {loaded}")
+          f"project tz {args.project_tz}; {args.calls} calls each after 2 warm-ups; {loaded};"
+          f" code {serve_from}")
     print(f"| {'question':<40} | {'p50 ms':>8} | {'p95 ms':>8} | {'goal ms':>7} |")
     print(f"|{'-' * 42}|{'-' * 10}|{'-' * 10}|{'-' * 9}|")
     for name, p50, p95, goal in results:

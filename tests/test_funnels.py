@@ -298,3 +298,13 @@ def test_segment_limits_the_events_considered(client, random_data):
     for order in ("ordered", "strict", "any"):
         check(client, random_data, first=date(2025, 10, 24), last=date(2025, 10, 27), tz=None,
               steps=STEP_SETS[0], order=order, segments=["properties.plan=pro"])
+
+
+def test_ordered_windows_across_bucket_edges_match_reference(client, random_data):
+    """The SQL path only chains entries with a step-2 event in their `window`-sized bucket or the next:
+    windows that end exactly on, just before and just after a later event (the data sits on a 20-minute
+    grid) and windows spanning several days must all give the reference's answer."""
+    for window in (1, 1199, 1200, 1201, 3599, 3600, 4800, 86399, 86400, 3 * 86400 + 1):
+        for steps, breakdown in ((STEP_SETS[0], None), (STEP_SETS[3], "properties.plan")):
+            check(client, random_data, first=date(2025, 10, 24), last=date(2025, 10, 26), tz="Europe/Kyiv",
+                  steps=steps, order="ordered", window=window, breakdown=breakdown)

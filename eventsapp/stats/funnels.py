@@ -170,25 +170,45 @@ def _ordered_sql(connection: sa.Connection, scope: Scope, steps: Sequence[StepFi
     chains ``c_{k+1}..c_n`` is the chain of the earliest of them: one window pass per step, scalars only.
     The entry's chain, cut at the window, is its attempt; per user, the attempts reaching the furthest
     step are combined the same way (the earliest entry has the earliest chain).
+
+    Most entries have no step-2 event within their window, so chains are computed only for entries with
+    a step-2 event in their ``window``-long bucket or the next (hash joins, no sort), over the later-step
+    events in those buckets; every other entrant stops at step 1.
     """
     n = len(steps)
     segment = _conditions_sql(scope.segments, params, "seg")
     window_end = "t + make_interval(secs => :window)"
-    # One index range per step (an index-only scan for event_type steps without a breakdown).
-    parts = []
-    for k, step in enumerate(steps, 1):
-        where = f"occurred_at >= :lo AND occurred_at < :hi AND {_conditions_sql(step.conditions, params, f's{k}')}"
-        where += f" AND {segment}" + (f" AND {_entry_sql()}" if k == 1 else "")
-        extra = ("event_id AS id, NULLIF(properties ->> :bkey, '') AS bd" if k == 1
-                 else "NULL::uuid AS id, NULL::text AS bd") if breakdown else ""
-        parts.append(f"SELECT user_id, occurred_at AS t, {k} AS s{', ' + extra if extra else ''}"
-                     f" FROM events WHERE {where}")
+    in_range = f"occurred_at >= :lo AND occurred_at < :hi AND {segment}"
+    # Buckets of `window` seconds (date_bin: exact integer microseconds): an attempt's window
+    # [t, t + window] lies in the entry's bucket and the next one.
+    bucket = "date_bin(make_interval(secs => :window), occurred_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
+    stride = "make_interval(secs => :window)"
     carry = ", id, bd" if breakdown else ""
+    entry_extra = ", event_id AS id, NULLIF(properties ->> :bkey, '') AS bd" if breakdown else ""
+    # Only entries with a step-2 event in their bucket or the next can go past step 1 (most cannot): the
+    # chains are computed for those, over the later-step events in their buckets; every other entrant
+    # stops at step 1 and needs only its first entry (for the breakdown value).
+    ctes = [
+        f"entries AS MATERIALIZED (SELECT user_id, occurred_at AS t, {bucket} AS b{entry_extra} FROM events"
+        f" WHERE {in_range} AND {_conditions_sql(steps[0].conditions, params, 's1')} AND {_entry_sql()})",
+        f"seconds AS MATERIALIZED (SELECT user_id, {bucket} AS b FROM events"
+        f" WHERE {in_range} AND {_conditions_sql(steps[1].conditions, params, 's2')})",
+        f"near AS MATERIALIZED (SELECT * FROM entries WHERE (user_id, b) IN"
+        f" (SELECT user_id, b FROM seconds UNION ALL SELECT user_id, b - {stride} FROM seconds))",
+        f"buckets AS MATERIALIZED (SELECT user_id, b FROM near UNION SELECT user_id, b + {stride} FROM near)",
+    ]
+    parts = [f"SELECT user_id, t, 1 AS s{carry} FROM near"]
+    for k, step in enumerate(steps[1:], 2):
+        nulls = ", NULL::uuid, NULL::text" if breakdown else ""
+        where = f"{in_range} AND {_conditions_sql(step.conditions, params, f'x{k}')}"
+        parts.append(f"SELECT user_id, occurred_at AS t, {k} AS s{nulls} FROM events WHERE {where}"
+                     f" AND (user_id, {bucket}) IN (SELECT user_id, b FROM buckets)")
     chain = [f"c{j}" for j in range(2, n + 1)]
-    layers = [f"l{n} AS (SELECT user_id, t, s{carry}, "
+    # Partitions by (hash, user): the sort compares an integer first, not text.
+    layers = [f"l{n} AS (SELECT hashtext(user_id) AS h, user_id, t, s{carry}, "
               + ", ".join(f"NULL::timestamptz AS c{j}" for j in range(2, n + 1))
               + f" FROM ({' UNION ALL '.join(parts)}) AS matched)"]
-    over = 'OVER (PARTITION BY user_id COLLATE "C" ORDER BY t DESC)'  # peers (same instant) included
+    over = "OVER (PARTITION BY h, user_id ORDER BY t DESC)"  # peers (same instant) included
     for k in range(n - 1, 0, -1):
         columns = []
         for j in range(2, n + 1):
@@ -199,22 +219,37 @@ def _ordered_sql(connection: sa.Connection, scope: Scope, steps: Sequence[StepFi
             else:
                 columns.append(f"CASE WHEN s = {k} THEN min(c{j}) FILTER (WHERE s = {k + 1}) {over} "
                                f"ELSE c{j} END AS c{j}")
-        layers.append(f"l{k} AS (SELECT user_id, t, s{carry}, {', '.join(columns)} FROM l{k + 1} WHERE s <= {k + 1})")
+        layers.append(f"l{k} AS (SELECT h, user_id, t, s{carry}, {', '.join(columns)} FROM l{k + 1} "
+                      f"WHERE s <= {k + 1})")
     reached = "CASE " + " ".join(f"WHEN c{k} <= {window_end} THEN {k}" for k in range(n, 1, -1)) + " ELSE 1 END"
-    best = "reached = furthest"
-    # Per user: the earliest entry reaching the furthest step; its chain is the minimum of those chains.
-    per_user = ", ".join([f"min(t) FILTER (WHERE {best}) AS c1",
-                          *(f"min(c{j}) FILTER (WHERE {best}) AS c{j}" for j in range(2, n + 1))])
+    # Per user, in one aggregate over the entries (no window pass for "furthest"): the smallest
+    # [t + (n - reached) * 1000 years, t, c2..cn] is the earliest entry among those reaching the furthest
+    # step (entries lie in one range of at most a few years, so the offset dominates). Exact elapsed
+    # seconds, not calendar years: adding years would move Feb 29 and follow the session's DST.
+    rank_key = f"t + ({n} - reached) * interval '31536000000 seconds'"
+    per_user = f"max(reached) AS reached, min(ARRAY[{rank_key}, t, {', '.join(chain)}]) AS a"
     if breakdown:
-        per_user += f", (array_agg(bd ORDER BY t, id) FILTER (WHERE {best}))[1] AS bd"
+        per_user += f", (array_agg(bd ORDER BY {rank_key}, id))[1] AS bd"
     else:
         per_user += ", NULL::text AS bd"
     gaps = ", ".join(
         f"count(*) FILTER (WHERE reached >= {k}),"
-        f" percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM c{k} - c{k - 1}))"
+        f" percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM a[{k + 1}] - a[{k}]))"
         f"   FILTER (WHERE reached >= {k}),"
-        f" avg(extract(epoch FROM c{k} - c{k - 1})) FILTER (WHERE reached >= {k})"
+        f" avg(extract(epoch FROM a[{k + 1}] - a[{k}])) FILTER (WHERE reached >= {k})"
         for k in range(2, n + 1))
+    if breakdown:
+        # The earliest entry (then the smallest event_id) of each user, sorting only the ties of min(t).
+        firsts = """firsts AS (
+            SELECT DISTINCT ON (e.user_id) e.user_id, e.bd FROM entries e
+            JOIN (SELECT user_id, min(t) AS t FROM entries GROUP BY user_id) m
+              ON m.user_id = e.user_id AND m.t = e.t
+            ORDER BY e.user_id, e.id
+        )"""
+        first_bd = "CASE WHEN c.reached > 1 THEN c.bd ELSE f.bd END"
+    else:
+        firsts = "firsts AS (SELECT DISTINCT user_id FROM entries)"
+        first_bd = "NULL::text"
     if breakdown:
         grouping = """ranked AS (
             SELECT bd, row_number() OVER (ORDER BY count(*) DESC, bd COLLATE "C") AS rank
@@ -228,21 +263,29 @@ def _ordered_sql(connection: sa.Connection, scope: Scope, steps: Sequence[StepFi
     else:
         grouping = "labelled AS (SELECT 'value' AS grp, NULL::text AS value, NULL::bigint AS rank, * FROM counted)"
     sql = f"""
-        WITH {', '.join(layers)},
-        attempts AS (
-            SELECT user_id, t{carry}, {', '.join(chain)}, reached,
-                   max(reached) OVER (PARTITION BY user_id COLLATE "C") AS furthest
-            FROM (SELECT *, {reached} AS reached FROM l1 WHERE s = 1) AS entries
+        WITH {', '.join(ctes + layers)},
+        chained AS (
+            SELECT user_id, {per_user}
+            FROM (SELECT *, {reached} AS reached FROM l1 WHERE s = 1) AS attempts GROUP BY h, user_id
         ),
+        {firsts},
         counted AS (
-            SELECT max(furthest) AS reached, {per_user} FROM attempts GROUP BY user_id COLLATE "C"
+            SELECT COALESCE(c.reached, 1) AS reached, c.a, {first_bd} AS bd
+            FROM firsts f LEFT JOIN chained c ON c.user_id = f.user_id AND c.reached > 1
         ),
         {grouping}
         SELECT grp, value, min(rank), count(*), {gaps} FROM labelled GROUP BY grp, value
     """
     groups = []
     ranks: dict[str | None, int] = {}
-    for row in connection.execute(sa.text(sql), params):
+    # The entry condition (a local date) defeats row estimates, and with a few hundred estimated entries
+    # the planner probes the user index once per bucket: hash joins are right at every size here.
+    previous = connection.exec_driver_sql(
+        "SELECT current_setting('enable_nestloop'), set_config('enable_nestloop', 'off', true)").scalar_one()
+    rows = connection.execute(sa.text(sql), params).all()
+    connection.execute(sa.text("SELECT set_config('enable_nestloop', :previous, true)"),
+                       {"previous": previous})
+    for row in rows:
         grp, value, rank, total, *rest = row
         users, median, avg = [int(total)], [None], [None]
         for k in range(n - 1):
