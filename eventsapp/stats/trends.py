@@ -1,0 +1,383 @@
+"""Trends, stickiness and lifecycle: one function per question, each taking a connection first.
+
+Every local date, bucket start and day boundary is computed by PostgreSQL with ``AT TIME ZONE`` (the one
+source of timezone truth); Python only zero-fills, pairs buckets and orders series.
+
+Where rows come from (``_source_sql``): the project timezone's rollups when they hold the answer exactly
+(no segment; ``events`` per day/week/month, also split by ``event_type``, from ``rollup_local_day_type``;
+``users``/``wau``/``mau`` without a breakdown, and stickiness, from ``rollup_local_day_user``); otherwise a
+scan of ``events`` over the instants of the range, narrowed by the ``occurred_at`` index.
+
+Hour buckets are the real hours as they happened: each starts at a local full hour and lasts 3,600 s. A
+day whose clock goes back has 25 of them (the repeated local hour appears twice, told apart by its UTC
+offset in the label, e.g. ``2025-10-26T03:00:00+03:00`` then ``2025-10-26T03:00:00+02:00``); a day whose
+clock goes forward has 23 (the skipped local hour has no bucket). Zones whose offset changes by less than
+an hour (Australia/Lord_Howe) are bucketed by the hours of their standard offset's start of day.
+"""
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..errors import ApiError
+from .queries import Scope
+from .schemas import Segment
+
+MAX_BUCKETS = 2000
+WINDOW_DAYS = {"wau": 7, "mau": 30}
+PROPERTY_MEASURES = ("sum", "avg", "min", "max", "median", "p90", "p95", "p99")
+MEASURES = ("events", "users", "wau", "mau", *PROPERTY_MEASURES, "per_user_avg")
+INTERVALS = ("hour", "day", "week", "month")
+# Measures whose empty bucket is 0; the others (averages, extremes, percentiles) have no value: null.
+ZERO_WHEN_EMPTY = ("events", "users", "wau", "mau", "sum")
+
+# The aggregate of each measure over the rows ``ev`` (n = events a row stands for; x = the number).
+_AGGREGATES = {
+    "events": "sum(n)",
+    "users": "count(DISTINCT user_id)",
+    "per_user_avg": "sum(n)::numeric / count(DISTINCT user_id)",
+    "sum": "sum(x)",
+    "avg": "avg(x)",
+    "min": "min(x)",
+    "max": "max(x)",
+    # percentile_cont interpolates linearly between the two nearest values (it works on float8).
+    "median": "percentile_cont(0.5) WITHIN GROUP (ORDER BY x::float8)",
+    "p90": "percentile_cont(0.9) WITHIN GROUP (ORDER BY x::float8)",
+    "p95": "percentile_cont(0.95) WITHIN GROUP (ORDER BY x::float8)",
+    "p99": "percentile_cont(0.99) WITHIN GROUP (ORDER BY x::float8)",
+}
+# What ranks breakdown values: event count, distinct users, or the measure itself.
+_RANKS = {"events": "sum(n)", "users": "count(DISTINCT user_id)", "wau": "count(DISTINCT user_id)",
+          "mau": "count(DISTINCT user_id)", "per_user_avg": "count(DISTINCT user_id)",
+          **{m: _AGGREGATES[m] for m in PROPERTY_MEASURES}}
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """Split by ``event_type``, or by the text of property ``key`` (numbers and booleans as JSON text)."""
+
+    kind: str  # "event_type" | "property"
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Bucket:
+    key: Any  # a local date, or for hours the UTC instant the hour starts
+    label: str
+    day: date  # the local date it starts on
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+def _segments_sql(segments: Sequence[Segment], params: dict[str, Any]) -> str:
+    parts = ["TRUE"]
+    for i, segment in enumerate(segments):
+        params[f"seg{i}"] = segment.value
+        if segment.kind == "event_type":
+            parts.append(f"event_type = :seg{i}")
+        else:
+            params[f"segkey{i}"] = segment.key
+            parts.append(f"properties ->> :segkey{i} = :seg{i}")
+    return " AND ".join(parts)
+
+
+def _instants(connection: sa.Connection, tz: str, first: date, end: date) -> tuple[datetime, datetime]:
+    """The first instant of local date ``first`` and of local date ``end`` in ``tz``, by PostgreSQL."""
+    return tuple(connection.execute(sa.text(
+        "SELECT CAST(:a AS timestamp) AT TIME ZONE :tz, CAST(:b AS timestamp) AT TIME ZONE :tz"),
+        {"a": first, "b": end, "tz": tz}).one())
+
+
+def buckets(connection: sa.Connection, tz: str, interval: str, first: date, last: date) -> list[Bucket]:
+    """The buckets of local dates [first, last]: calendar days, ISO weeks (from Monday) or months that
+    touch the range (the first and last may be partial), or the real hours from ``first``'s local
+    midnight to ``last``'s end (23 or 25 on DST days), labelled with their local time and UTC offset."""
+    if interval == "hour":
+        rows = connection.execute(sa.text("""
+            SELECT g, to_char(g AT TIME ZONE :tz, 'YYYY-MM-DD"T"HH24:MI:SS')
+                      || CASE WHEN o < interval '0' THEN '-' ELSE '+' END || to_char(CASE WHEN o < interval '0' THEN -o ELSE o END, 'HH24:MI'),
+                   (g AT TIME ZONE :tz)::date
+            FROM generate_series(CAST(:first AS timestamp) AT TIME ZONE :tz,
+                                 (CAST(:end AS timestamp) AT TIME ZONE :tz) - interval '1 microsecond',
+                                 interval '1 hour') AS g,
+                 LATERAL (SELECT (g AT TIME ZONE :tz) - (g AT TIME ZONE 'UTC') AS o) AS offsets
+            ORDER BY g"""), {"tz": tz, "first": first, "end": last + timedelta(days=1)}).all()
+        return [Bucket(key, label, day) for key, label, day in rows]
+    rows = connection.execute(sa.text("""
+        SELECT CAST(g AS date) FROM generate_series(date_trunc(:unit, CAST(:first AS timestamp)),
+                                                    CAST(:last AS timestamp), CAST(:step AS interval)) AS g
+        ORDER BY g"""), {"unit": interval, "first": first, "last": last, "step": f"1 {interval}"}).scalars()
+    return [Bucket(day, day.isoformat(), day) for day in rows]
+
+
+def _bucket_of_day(interval: str, column: str = "d") -> str:
+    """SQL for the bucket (a local date) of local date ``column``."""
+    if interval == "day":
+        return column
+    return f"CAST(date_trunc('{interval}', {column}) AS date)"
+
+
+def _value_sql(breakdown: Breakdown | None, params: dict[str, Any]) -> str:
+    """SQL for an event's breakdown value: NULL when missing, JSON null or empty (the ``none`` group)."""
+    if breakdown is None:
+        return "CAST(NULL AS text)"
+    if breakdown.kind == "event_type":
+        return "event_type"
+    params["bkey"] = breakdown.key
+    return "NULLIF(properties ->> :bkey, '')"
+
+
+def _source_sql(scope: Scope, measure: str, interval: str, breakdown: Breakdown | None, prop: str | None,
+                params: dict[str, Any]) -> str:
+    """Rows ``(d, hb, v, user_id, x, n)`` of the local dates [:lo, :last]: local date, hour bucket (hour
+    interval only), breakdown value, user, the property's number, and how many events the row stands for."""
+    if scope.project_rollups and interval != "hour":
+        if measure == "events" and (breakdown is None or breakdown.kind == "event_type"):
+            value = "event_type" if breakdown else "CAST(NULL AS text)"
+            return f"""SELECT day AS d, NULL AS hb, {value} AS v, CAST(NULL AS text) AS user_id,
+                              CAST(NULL AS numeric) AS x, events AS n
+                       FROM rollup_local_day_type WHERE day BETWEEN :lo AND :last"""
+        if measure in ("users", "wau", "mau") and breakdown is None:
+            return """SELECT day AS d, NULL AS hb, CAST(NULL AS text) AS v, user_id, CAST(NULL AS numeric) AS x,
+                             1 AS n
+                      FROM rollup_local_day_user WHERE day BETWEEN :lo AND :last"""
+    local = "(occurred_at AT TIME ZONE :tz)"
+    # The start of the event's local hour as an instant: the instant minus its minutes into that hour.
+    hour = f"occurred_at - ({local} - date_trunc('hour', {local}))" if interval == "hour" else "NULL"
+    number = "NULL"
+    numeric_only = "TRUE"
+    if prop is not None:
+        params["pkey"] = prop
+        # Numbers only: a string that looks like one ("12.5") is not a number and is left out.
+        number = "CASE WHEN jsonb_typeof(properties -> :pkey) = 'number' THEN CAST(properties ->> :pkey AS numeric) END"
+        numeric_only = "jsonb_typeof(properties -> :pkey) = 'number'"
+    return f"""SELECT CAST({local} AS date) AS d, {hour} AS hb, {_value_sql(breakdown, params)} AS v, user_id,
+                      {number} AS x, 1 AS n
+               FROM events
+               WHERE occurred_at >= :lo_at AND occurred_at < :hi_at AND CAST({local} AS date) BETWEEN :lo AND :last
+                 AND {numeric_only} AND {_segments_sql(scope.segments, params)}"""
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() and abs(value) < 2**53 else float(value)
+    return value
+
+
+def _refuse(name: str, message: str) -> ApiError:
+    return ApiError(f"Invalid query parameter(s): {name}.", status_code=400, errors={"query": {name: [message]}})
+
+
+# --- trends ------------------------------------------------------------------------------------------
+
+
+def trends(connection: sa.Connection, scope: Scope, *, from_: date, to: date, measure: str = "events",
+           property: str | None = None, interval: str = "day", breakdown: Breakdown | None = None,
+           limit: int = 25, compare: str | None = None) -> list[dict]:
+    """Return one zero-filled series per breakdown group: ``[{"bucket", "breakdown", "group", "value"
+    [, "previous_bucket", "previous_value"]}]``, series in rank order then ``other`` then ``none``.
+
+    ``events`` counts events, ``users`` distinct users in the bucket, ``wau``/``mau`` distinct users in
+    the 7/30 local days ending with the bucket's day (looking before ``from_``), property measures
+    aggregate the numeric values of ``property``, ``per_user_avg`` is events per active user. Breakdown
+    values are ranked over [from_, to] (desc, then by code point); the top ``limit`` are series, the rest
+    one ``other`` series, a missing/null/empty value the ``none`` series. ``compare="previous"`` pairs the
+    i-th bucket with the i-th bucket of the same number of days just before ``from_``.
+    """
+    days = (to - from_).days + 1
+    current = buckets(connection, scope.tz, interval, from_, to)
+    if len(current) > MAX_BUCKETS:
+        raise _refuse("interval", f"The range has {len(current)} {interval} buckets; at most {MAX_BUCKETS} "
+                                  "are allowed: choose a longer interval or a shorter range.")
+    previous: list[Bucket] = []
+    first_considered = from_
+    if compare == "previous":
+        first_considered = from_ - timedelta(days=days)
+        previous = buckets(connection, scope.tz, interval, first_considered, from_ - timedelta(days=1))
+    window = WINDOW_DAYS.get(measure, 1)
+    lo = first_considered - timedelta(days=window - 1)
+    params: dict[str, Any] = {"tz": scope.tz, "lo": lo, "first": from_, "last": to, "pfirst": first_considered,
+                              "limit": limit}
+    params["lo_at"], params["hi_at"] = _instants(connection, scope.tz, lo, to + timedelta(days=1))
+    source = _source_sql(scope, measure, interval, breakdown, property, params)
+    rank = _RANKS[measure]
+    # ev: the rows with their range r (0 = [from, to], 1 = the previous range, 2 = look-back of windows).
+    # top: the ranked values; groups label each row value / other / none.
+    ctes = f"""
+        WITH ev AS MATERIALIZED (
+            SELECT s.*, CASE WHEN d >= :first THEN 0 WHEN d >= :pfirst THEN 1 ELSE 2 END AS r FROM ({source}) AS s
+        ), top AS (
+            SELECT v, row_number() OVER (ORDER BY {rank} DESC NULLS LAST, v COLLATE "C") AS rk
+            FROM ev WHERE r = 0 AND v IS NOT NULL GROUP BY v ORDER BY rk LIMIT :limit
+        ), g AS (
+            SELECT ev.*, CASE WHEN ev.v IS NULL THEN {"'none'" if breakdown else "'value'"}
+                              WHEN top.v IS NOT NULL THEN 'value' ELSE 'other' END AS grp,
+                   top.v AS vkey, top.rk
+            FROM ev LEFT JOIN top ON top.v = ev.v
+        )"""
+    if measure in WINDOW_DAYS:
+        values, ranks = _window_values(connection, ctes, params, window, current + previous)
+    else:
+        bucket = "hb" if interval == "hour" else _bucket_of_day(interval)
+        sql = f"""{ctes}
+            SELECT r, {bucket} AS b, grp, vkey, min(rk), {_AGGREGATES[measure]}
+            FROM g WHERE r < 2 GROUP BY r, b, grp, vkey"""
+        values, ranks = {}, {}
+        for r, b, grp, vkey, rk, value in connection.execute(sa.text(sql), params):
+            values[(r, b, grp, vkey)] = _number(value)
+            if rk is not None:
+                ranks[vkey] = rk
+            ranks.setdefault((grp, vkey), None)
+    series = _series_order(ranks, breakdown)
+    empty = 0 if measure in ZERO_WHEN_EMPTY else None
+    rows = []
+    for grp, vkey in series:
+        for i, b in enumerate(current):
+            row: dict[str, Any] = {"bucket": b.label, "breakdown": vkey, "group": grp,
+                                   "value": values.get((0, b.key, grp, vkey), empty)}
+            if compare == "previous":
+                p = previous[i] if i < len(previous) else None
+                row["previous_bucket"] = p.label if p else None
+                row["previous_value"] = values.get((1, p.key, grp, vkey), empty) if p else empty
+            rows.append(row)
+    return rows
+
+
+def _series_order(ranks: dict, breakdown: Breakdown | None) -> list[tuple[str, str | None]]:
+    """Value series by rank, then ``other``, then ``none``; without a breakdown, the one series."""
+    if breakdown is None:
+        return [("value", None)]
+    values = sorted((rk, vkey) for vkey, rk in ranks.items() if isinstance(vkey, str) and rk is not None)
+    present = {key for key in ranks if isinstance(key, tuple)}
+    order = [("value", vkey) for _, vkey in values]
+    order += [key for key in (("other", None), ("none", None)) if key in present]
+    return order
+
+
+def _window_values(connection: sa.Connection, ctes: str, params: dict[str, Any], window: int,
+                   wanted: list[Bucket]) -> tuple[dict, dict]:
+    """Distinct users in the ``window`` local days ending with each bucket's day, per group.
+
+    Each (user, active day) covers the days [day, day + window), cut short by the user's next active day,
+    so a user's spans never overlap: the users on day D are the spans open on D, a running sum of +1 at
+    each span's start and -1 at its end. One pass over the (group, user, day) pairs, however many points.
+    """
+    params = {**params, "window": window}
+    sql = f"""{ctes}, pairs AS (
+            SELECT DISTINCT grp, vkey, user_id, d FROM g
+        ), spans AS (
+            SELECT grp, vkey, d AS s,
+                   LEAST(d + :window, lead(d) OVER (PARTITION BY grp, vkey, user_id ORDER BY d)) AS e
+            FROM pairs
+        ), deltas AS (
+            SELECT grp, vkey, day, sum(c) AS c FROM (
+                SELECT grp, vkey, s AS day, 1 AS c FROM spans UNION ALL SELECT grp, vkey, e, -1 FROM spans
+            ) AS steps GROUP BY 1, 2, 3
+        )
+        SELECT deltas.grp, deltas.vkey, (SELECT rk FROM top WHERE top.v = deltas.vkey), day,
+               sum(c) OVER (PARTITION BY deltas.grp, deltas.vkey ORDER BY day)
+        FROM deltas ORDER BY 1, 2, 4"""
+    steps: dict[tuple, tuple[list[date], list[int]]] = {}
+    ranks: dict = {}
+    for grp, vkey, rk, day, running in connection.execute(sa.text(sql), params):
+        days, counts = steps.setdefault((grp, vkey), ([], []))
+        days.append(day)
+        counts.append(int(running))
+        if rk is not None:
+            ranks[vkey] = rk
+    values: dict = {}
+    first = params["first"]
+    for (grp, vkey), (days, counts) in steps.items():
+        seen = False
+        for b in wanted:
+            i = bisect.bisect_right(days, b.day) - 1
+            value = counts[i] if i >= 0 else 0
+            r = 0 if b.day >= first else 1
+            values[(r, b.key, grp, vkey)] = value
+            seen |= value > 0
+        if seen:  # a group seen only in the look-back before the range has no series
+            ranks.setdefault((grp, vkey), None)
+    return values, ranks
+
+
+# --- stickiness --------------------------------------------------------------------------------------
+
+
+def stickiness(connection: sa.Connection, scope: Scope, *, from_: date, to: date,
+               interval: str = "day") -> list[dict]:
+    """Return ``[{"intervals": n, "users": m}]`` for n = 1..(days or ISO weeks touching [from_, to]): the
+    users with a matching event in exactly n of them."""
+    count = len(buckets(connection, scope.tz, interval, from_, to))
+    params: dict[str, Any] = {"tz": scope.tz, "lo": from_, "first": from_, "last": to}
+    params["lo_at"], params["hi_at"] = _instants(connection, scope.tz, from_, to + timedelta(days=1))
+    source = _source_sql(scope, "users", interval, None, None, params)
+    sql = f"""SELECT n, count(*) FROM (
+                  SELECT user_id, count(DISTINCT {_bucket_of_day(interval)}) AS n FROM ({source}) AS s GROUP BY 1
+              ) AS per_user GROUP BY n"""
+    users = dict(connection.execute(sa.text(sql), params).all())
+    return [{"intervals": n, "users": users.get(n, 0)} for n in range(1, count + 1)]
+
+
+# --- lifecycle ---------------------------------------------------------------------------------------
+
+
+def lifecycle(connection: sa.Connection, scope: Scope, *, from_: date, to: date,
+              interval: str = "day") -> list[dict]:
+    """Return ``[{"bucket", "new", "returning", "resurrecting", "dormant"}]`` per bucket touching
+    [from_, to] (PostHog's meanings): new = first-ever matching event (over all stored events) in this
+    bucket; returning = active in this and the previous bucket; resurrecting = active, not new, not active
+    in the previous bucket; dormant = minus those active in the previous bucket and not in this one. The
+    first bucket's previous bucket is the whole calendar bucket before it."""
+    current = buckets(connection, scope.tz, interval, from_, to)
+    step = f"1 {interval}"
+    before = connection.execute(sa.text("SELECT CAST(CAST(:b AS timestamp) - CAST(:step AS interval) AS date)"),
+                                {"b": current[0].key, "step": step}).scalar_one()
+    params: dict[str, Any] = {"tz": scope.tz, "lo": before, "first": from_, "last": to, "step": step,
+                              "b0": current[0].key}
+    params["lo_at"], params["hi_at"] = _instants(connection, scope.tz, before, to + timedelta(days=1))
+    source = _source_sql(scope, "users", interval, None, None, params)
+    # Days before `from` count only towards the bucket before the first one.
+    bucket = _bucket_of_day(interval)
+    if scope.segments:
+        firsts = f"""SELECT user_id, min(occurred_at) AS first_at FROM events
+                     WHERE {_segments_sql(scope.segments, params)} AND user_id IN (SELECT user_id FROM act)
+                     GROUP BY 1"""
+    else:
+        firsts = "SELECT user_id, first_at FROM rollup_user_first WHERE user_id IN (SELECT user_id FROM act)"
+    sql = f"""
+        WITH act AS MATERIALIZED (
+            SELECT DISTINCT {bucket} AS b, user_id FROM ({source}) AS s
+            WHERE d >= :first OR {bucket} < :b0
+        ), firsts AS (
+            SELECT user_id, {_bucket_of_day(interval, "CAST(first_at AT TIME ZONE :tz AS date)")} AS fb
+            FROM ({firsts}) AS f
+        ), now_ AS (
+            SELECT a.b, count(*) FILTER (WHERE f.fb = a.b) AS new,
+                   count(*) FILTER (WHERE f.fb < a.b AND p.user_id IS NOT NULL) AS ret,
+                   count(*) FILTER (WHERE f.fb < a.b AND p.user_id IS NULL) AS resurrecting
+            FROM act a JOIN firsts f ON f.user_id = a.user_id
+            LEFT JOIN act p ON p.user_id = a.user_id
+                AND p.b = CAST(CAST(a.b AS timestamp) - CAST(:step AS interval) AS date)
+            WHERE a.b >= :b0 GROUP BY a.b
+        ), gone AS (
+            SELECT CAST(CAST(p.b AS timestamp) + CAST(:step AS interval) AS date) AS b, count(*) AS dormant
+            FROM act p LEFT JOIN act a ON a.user_id = p.user_id
+                AND a.b = CAST(CAST(p.b AS timestamp) + CAST(:step AS interval) AS date)
+            WHERE a.user_id IS NULL GROUP BY 1
+        )
+        SELECT coalesce(now_.b, gone.b), coalesce(new, 0), coalesce(ret, 0), coalesce(resurrecting, 0),
+               coalesce(dormant, 0)
+        FROM now_ FULL JOIN gone ON gone.b = now_.b"""
+    counts = {b: (new, ret, res, dormant) for b, new, ret, res, dormant in connection.execute(sa.text(sql), params)}
+    rows = []
+    for b in current:
+        new, ret, res, dormant = counts.get(b.key, (0, 0, 0, 0))
+        rows.append({"bucket": b.key, "new": new, "returning": ret, "resurrecting": res, "dormant": -dormant})
+    return rows
