@@ -244,15 +244,24 @@ class Oracle:
         previous = self.buckets(tz, interval, pfirst, first - timedelta(days=1)) if compare else []
         empty = 0 if measure in ("events", "users", "wau", "mau", "sum") else None
 
+        # One pass: the events of each (series, range, bucket), and each series' users per local day.
+        cells = defaultdict(list)
+        daily = defaultdict(lambda: defaultdict(set))
+        for e in events:
+            s = group(e)
+            daily[s][e["d"]].add(e["user_id"])
+            r = 0 if first <= e["d"] <= last else (1 if pfirst <= e["d"] < first else None)
+            if r is not None:
+                cells[(s, r, self.bucket(e, tz, interval))].append(e)
+
         def value(series, b, previous_range: bool):
             key, _, bday = b
             if measure in WINDOWS:
-                users = {e["user_id"] for e in events if group(e) == series
-                         and bday - timedelta(days=window - 1) <= e["d"] <= bday}
+                users = set()
+                for k in range(window):
+                    users |= daily[series].get(bday - timedelta(days=k), set())
                 return len(users)
-            lo, hi = (pfirst, first - timedelta(days=1)) if previous_range else (first, last)
-            chosen = [e for e in events if group(e) == series and lo <= e["d"] <= hi
-                      and self.bucket(e, tz, interval) == key]
+            chosen = cells.get((series, 1 if previous_range else 0, key))
             return measure_of(measure, chosen, prop) if chosen else empty
 
         series = [("value", v) for v in ranked] if breakdown else [("value", None)]
@@ -261,7 +270,7 @@ class Oracle:
                 if measure in WINDOWS:
                     present = any(value(extra, b, False) for b in current + previous)
                 else:
-                    present = any(group(e) == extra and pfirst <= e["d"] <= last for e in events)
+                    present = any(key[0] == extra for key in cells)
                 if present:
                     series.append(extra)
         rows = []
