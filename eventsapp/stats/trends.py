@@ -121,7 +121,7 @@ def _bucket_of_day(interval: str, column: str = "d") -> str:
     """SQL for the bucket (a local date) of local date ``column``."""
     if interval == "day":
         return column
-    return f"CAST(date_trunc('{interval}', {column}) AS date)"
+    return f"CAST(date_trunc('{interval}', CAST({column} AS timestamp)) AS date)"
 
 
 def _value_sql(breakdown: Breakdown | None, params: dict[str, Any]) -> str:
@@ -207,28 +207,50 @@ def trends(connection: sa.Connection, scope: Scope, *, from_: date, to: date, me
                               "limit": limit}
     params["lo_at"], params["hi_at"] = _instants(connection, scope.tz, lo, to + timedelta(days=1))
     source = _source_sql(scope, measure, interval, breakdown, property, params)
-    rank = _RANKS[measure]
+    if _RANKS[measure] == "count(DISTINCT user_id)":
+        rank_sql = """SELECT v, count(*) AS m FROM (SELECT DISTINCT v, user_id FROM ev WHERE r = 0 AND v IS NOT NULL)
+                      AS pairs GROUP BY v"""
+    else:
+        rank_sql = f"SELECT v, {_RANKS[measure]} AS m FROM ev WHERE r = 0 AND v IS NOT NULL GROUP BY v"
     # ev: the rows with their range r (0 = [from, to], 1 = the previous range, 2 = look-back of windows).
-    # top: the ranked values; groups label each row value / other / none.
-    ctes = f"""
-        WITH ev AS MATERIALIZED (
-            SELECT s.*, CASE WHEN d >= :first THEN 0 WHEN d >= :pfirst THEN 1 ELSE 2 END AS r FROM ({source}) AS s
-        ), top AS (
-            SELECT v, row_number() OVER (ORDER BY {rank} DESC NULLS LAST, v COLLATE "C") AS rk
-            FROM ev WHERE r = 0 AND v IS NOT NULL GROUP BY v ORDER BY rk LIMIT :limit
-        ), g AS (
-            SELECT ev.*, CASE WHEN ev.v IS NULL THEN {"'none'" if breakdown else "'value'"}
-                              WHEN top.v IS NOT NULL THEN 'value' ELSE 'other' END AS grp,
-                   top.v AS vkey, top.rk
-            FROM ev LEFT JOIN top ON top.v = ev.v
-        )"""
-    if measure in WINDOW_DAYS:
-        values, ranks = _window_values(connection, ctes, params, window, current + previous)
+    # top: the ranked values; g labels each row value / other / none.
+    range_of = "CASE WHEN d >= :first THEN 0 WHEN d >= :pfirst THEN 1 ELSE 2 END"
+    if breakdown is None:  # one series: no ranking, and nothing to materialise or join
+        ctes = f"""
+            WITH top AS (SELECT CAST(NULL AS text) AS v, CAST(NULL AS bigint) AS rk WHERE FALSE),
+            g AS (SELECT s.*, {range_of} AS r, 'value' AS grp, CAST(NULL AS text) AS vkey, CAST(NULL AS bigint) AS rk
+                  FROM ({source}) AS s)"""
+    else:
+        ctes = f"""
+            WITH ev AS MATERIALIZED (SELECT s.*, {range_of} AS r FROM ({source}) AS s),
+            top AS (
+                SELECT v, row_number() OVER (ORDER BY m DESC NULLS LAST, v COLLATE "C") AS rk
+                FROM ({rank_sql}) AS ranked ORDER BY rk LIMIT :limit
+            ), g AS (
+                SELECT ev.*, CASE WHEN ev.v IS NULL THEN 'none' WHEN top.v IS NOT NULL THEN 'value' ELSE 'other' END
+                           AS grp,
+                       top.v AS vkey, top.rk
+                FROM ev LEFT JOIN top ON top.v = ev.v
+            )"""
+    if measure == "users" and interval == "day" and breakdown is None and scope.project_rollups:
+        values, ranks = _project_daily_users(connection, params)
+    elif measure in WINDOW_DAYS:
+        unique_pairs = breakdown is None and scope.project_rollups and interval != "hour"
+        values, ranks = _window_values(connection, ctes, params, window, current + previous, unique_pairs)
     else:
         bucket = "hb" if interval == "hour" else _bucket_of_day(interval)
-        sql = f"""{ctes}
-            SELECT r, {bucket} AS b, grp, vkey, min(rk), {_AGGREGATES[measure]}
-            FROM g WHERE r < 2 GROUP BY r, b, grp, vkey"""
+        if measure in ("users", "per_user_avg"):
+            # Distinct users by hashing (bucket, group, user) rows, then counting them: no sort per bucket.
+            aggregate = "count(*)" if measure == "users" else "sum(n)::numeric / count(*)"
+            sql = f"""{ctes}
+                SELECT r, b, grp, vkey, min(rk), {aggregate} FROM (
+                    SELECT r, {bucket} AS b, grp, vkey, rk, user_id, sum(n) AS n FROM g WHERE r < 2
+                    GROUP BY r, b, grp, vkey, rk, user_id
+                ) AS per_user GROUP BY r, b, grp, vkey"""
+        else:
+            sql = f"""{ctes}
+                SELECT r, {bucket} AS b, grp, vkey, min(rk), {_AGGREGATES[measure]}
+                FROM g WHERE r < 2 GROUP BY r, b, grp, vkey"""
         values, ranks = {}, {}
         for r, b, grp, vkey, rk, value in connection.execute(sa.text(sql), params):
             values[(r, b, grp, vkey)] = _number(value)
@@ -250,6 +272,13 @@ def trends(connection: sa.Connection, scope: Scope, *, from_: date, to: date, me
     return rows
 
 
+def _project_daily_users(connection: sa.Connection, params: dict[str, Any]) -> tuple[dict, dict]:
+    """Distinct users per local day of the project timezone: its exact DAU counters."""
+    rows = connection.execute(sa.text(
+        "SELECT day, users FROM rollup_dau WHERE day BETWEEN :pfirst AND :last"), params).all()
+    return {(0 if day >= params["first"] else 1, day, "value", None): int(users) for day, users in rows}, {}
+
+
 def _series_order(ranks: dict, breakdown: Breakdown | None) -> list[tuple[str, str | None]]:
     """Value series by rank, then ``other``, then ``none``; without a breakdown, the one series."""
     if breakdown is None:
@@ -262,36 +291,41 @@ def _series_order(ranks: dict, breakdown: Breakdown | None) -> list[tuple[str, s
 
 
 def _window_values(connection: sa.Connection, ctes: str, params: dict[str, Any], window: int,
-                   wanted: list[Bucket]) -> tuple[dict, dict]:
+                   wanted: list[Bucket], unique_pairs: bool) -> tuple[dict, dict]:
     """Distinct users in the ``window`` local days ending with each bucket's day, per group.
 
     Each (user, active day) covers the days [day, day + window), cut short by the user's next active day,
     so a user's spans never overlap: the users on day D are the spans open on D, a running sum of +1 at
-    each span's start and -1 at its end. One pass over the (group, user, day) pairs, however many points.
+    each span's start and -1 at its end. One pass over the (group, user, day) pairs, however many points;
+    SQL counts the spans by (start, end), Python adds up the running sums.
     """
     params = {**params, "window": window}
-    sql = f"""{ctes}, pairs AS (
-            SELECT DISTINCT grp, vkey, user_id, d FROM g
-        ), spans AS (
-            SELECT grp, vkey, d AS s,
-                   LEAST(d + :window, lead(d) OVER (PARTITION BY grp, vkey, user_id ORDER BY d)) AS e
-            FROM pairs
-        ), deltas AS (
-            SELECT grp, vkey, day, sum(c) AS c FROM (
-                SELECT grp, vkey, s AS day, 1 AS c FROM spans UNION ALL SELECT grp, vkey, e, -1 FROM spans
-            ) AS steps GROUP BY 1, 2, 3
-        )
-        SELECT deltas.grp, deltas.vkey, (SELECT rk FROM top WHERE top.v = deltas.vkey), day,
-               sum(c) OVER (PARTITION BY deltas.grp, deltas.vkey ORDER BY day)
-        FROM deltas ORDER BY 1, 2, 4"""
-    steps: dict[tuple, tuple[list[date], list[int]]] = {}
+    if unique_pairs:  # rows are already one per (user, day), in the index's (user_id, day) order: no sort
+        spans = f"""SELECT grp, vkey, d AS s, LEAST(d + :window, lead(d) OVER (PARTITION BY user_id ORDER BY d)) AS e
+                    FROM g"""
+    else:
+        spans = f"""SELECT grp, vkey, d AS s,
+                           LEAST(d + :window, lead(d) OVER (PARTITION BY grp, vkey, user_id COLLATE "C" ORDER BY d)) AS e
+                    FROM (SELECT DISTINCT grp, vkey, user_id, d FROM g) AS pairs"""
+    sql = f"""{ctes}
+        SELECT spans.grp, spans.vkey, top.rk, s, e, count(*)
+        FROM ({spans}) AS spans LEFT JOIN top ON top.v = spans.vkey GROUP BY 1, 2, 3, 4, 5"""
+    deltas: dict[tuple, dict[date, int]] = {}
     ranks: dict = {}
-    for grp, vkey, rk, day, running in connection.execute(sa.text(sql), params):
-        days, counts = steps.setdefault((grp, vkey), ([], []))
-        days.append(day)
-        counts.append(int(running))
+    for grp, vkey, rk, start, end, users in connection.execute(sa.text(sql), params):
+        changes = deltas.setdefault((grp, vkey), {})
+        changes[start] = changes.get(start, 0) + users
+        changes[end] = changes.get(end, 0) - users
         if rk is not None:
             ranks[vkey] = rk
+    steps: dict[tuple, tuple[list[date], list[int]]] = {}
+    for key, changes in deltas.items():
+        days, counts, running = [], [], 0
+        for day in sorted(changes):
+            running += changes[day]
+            days.append(day)
+            counts.append(running)
+        steps[key] = (days, counts)
     values: dict = {}
     first = params["first"]
     for (grp, vkey), (days, counts) in steps.items():
@@ -345,32 +379,41 @@ def lifecycle(connection: sa.Connection, scope: Scope, *, from_: date, to: date,
     source = _source_sql(scope, "users", interval, None, None, params)
     # Days before `from` count only towards the bucket before the first one.
     bucket = _bucket_of_day(interval)
+    candidates = "SELECT user_id FROM seq WHERE pb IS NULL AND b >= :b0"
     if scope.segments:
         firsts = f"""SELECT user_id, min(occurred_at) AS first_at FROM events
-                     WHERE {_segments_sql(scope.segments, params)} AND user_id IN (SELECT user_id FROM act)
-                     GROUP BY 1"""
+                     WHERE {_segments_sql(scope.segments, params)} AND user_id IN ({candidates}) GROUP BY 1"""
     else:
-        firsts = "SELECT user_id, first_at FROM rollup_user_first WHERE user_id IN (SELECT user_id FROM act)"
+        firsts = f"SELECT user_id, first_at FROM rollup_user_first WHERE user_id IN ({candidates})"
+    next_b = "CAST(CAST(b AS timestamp) + CAST(:step AS interval) AS date)"
+    prev_b = "CAST(CAST(s.b AS timestamp) - CAST(:step AS interval) AS date)"
+    if interval == "day" and scope.project_rollups:
+        # One row per (day, user) already, read in the (user_id, day) index's order: no sort.
+        act = f"SELECT d AS b, user_id FROM ({source}) AS s"
+        partition = "user_id"
+    else:
+        act = f"SELECT DISTINCT {bucket} AS b, user_id FROM ({source}) AS s WHERE d >= :first OR {bucket} < :b0"
+        partition = 'user_id COLLATE "C"'
+    # One pass over each user's active buckets in order: the previous and next active bucket tell returning
+    # from resurrecting, and where a user goes dormant; only a user without an earlier active bucket here
+    # can be new (their first-ever bucket, looked up, is this one).
     sql = f"""
-        WITH act AS MATERIALIZED (
-            SELECT DISTINCT {bucket} AS b, user_id FROM ({source}) AS s
-            WHERE d >= :first OR {bucket} < :b0
+        WITH seq AS MATERIALIZED (
+            SELECT b, user_id, lag(b) OVER w AS pb, lead(b) OVER w AS nb FROM ({act}) AS act
+            WINDOW w AS (PARTITION BY {partition} ORDER BY b)
         ), firsts AS (
             SELECT user_id, {_bucket_of_day(interval, "CAST(first_at AT TIME ZONE :tz AS date)")} AS fb
             FROM ({firsts}) AS f
         ), now_ AS (
-            SELECT a.b, count(*) FILTER (WHERE f.fb = a.b) AS new,
-                   count(*) FILTER (WHERE f.fb < a.b AND p.user_id IS NOT NULL) AS ret,
-                   count(*) FILTER (WHERE f.fb < a.b AND p.user_id IS NULL) AS resurrecting
-            FROM act a JOIN firsts f ON f.user_id = a.user_id
-            LEFT JOIN act p ON p.user_id = a.user_id
-                AND p.b = CAST(CAST(a.b AS timestamp) - CAST(:step AS interval) AS date)
-            WHERE a.b >= :b0 GROUP BY a.b
+            SELECT s.b, count(*) FILTER (WHERE f.fb = s.b) AS new,
+                   count(*) FILTER (WHERE s.pb = {prev_b}) AS ret,
+                   count(*) FILTER (WHERE f.fb IS DISTINCT FROM s.b AND (s.pb IS NULL OR s.pb < {prev_b}))
+                       AS resurrecting
+            FROM seq s LEFT JOIN firsts f ON s.pb IS NULL AND f.user_id = s.user_id
+            WHERE s.b >= :b0 GROUP BY s.b
         ), gone AS (
-            SELECT CAST(CAST(p.b AS timestamp) + CAST(:step AS interval) AS date) AS b, count(*) AS dormant
-            FROM act p LEFT JOIN act a ON a.user_id = p.user_id
-                AND a.b = CAST(CAST(p.b AS timestamp) + CAST(:step AS interval) AS date)
-            WHERE a.user_id IS NULL GROUP BY 1
+            SELECT {next_b} AS b, count(*) AS dormant FROM seq
+            WHERE nb IS NULL OR nb > {next_b} GROUP BY 1
         )
         SELECT coalesce(now_.b, gone.b), coalesce(new, 0), coalesce(ret, 0), coalesce(resurrecting, 0),
                coalesce(dormant, 0)
