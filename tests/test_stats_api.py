@@ -81,13 +81,13 @@ def test_answers_include_a_write_at_once_even_weeks_late(client):
     active = client.get("/stats/retention?start_date=2025-10-05&cohort=active").get_json()
     assert active == [{"cohort_start_date": "2025-10-05", "size": 1, "w0": 1.0, "w1": 1.0, "w2": 0.0}]
     assert client.get("/stats/summary?from=2025-10-01&to=2025-10-31&tz=Asia/Kolkata").get_json() == {
-        "first_date": "2025-09-02", "last_date": "2025-10-06", "events": 2, "users": 1,
+        "data_first_date": "2025-09-02", "data_last_date": "2025-10-06", "events": 2, "users": 1,
     }
 
 
 def test_empty_database_answers(client):
     assert client.get("/stats/summary?from=2025-10-01&to=2025-10-02").get_json() == {
-        "first_date": None, "last_date": None, "events": 0, "users": 0,
+        "data_first_date": None, "data_last_date": None, "events": 0, "users": 0,
     }
     assert client.get("/stats/top-events?from=2025-10-01&to=2025-10-02").get_json() == []
     assert client.get("/stats/retention?start_date=2025-10-01&windows=2&cohorts=2").get_json() == [
@@ -138,3 +138,43 @@ def test_openapi_documents_every_parameter_and_error(client):
         assert operation["summary"]
     segment = next(p for p in spec["paths"]["/stats/dau"]["get"]["parameters"] if p["name"] == "segment")
     assert segment["schema"]["type"] == "array"
+
+
+@pytest.mark.parametrize(
+    ("url", "parameter"),
+    [
+        ("/stats/dau?from=9999-12-01&to=9999-12-31", "to"),
+        ("/stats/summary?from=9999-12-31&to=9999-12-31", "from"),
+        ("/stats/top-events?from=0001-01-01&to=0001-01-02&tz=Asia/Tokyo", "from"),
+        ("/stats/dau?from=0001-01-01&to=0001-01-02&tz=Asia/Tokyo&segment=event_type:x", "from"),
+        ("/stats/retention?start_date=9999-12-31", "start_date"),
+        ("/stats/retention?start_date=9999-11-01&windows=52&window_size=weekly", "start_date"),
+        ("/stats/retention?start_date=0001-01-01&tz=Asia/Tokyo", "start_date"),
+        (DAU + "&segment=event_type:%00", "segment"),
+        (DAU + "&segment=properties.a=%00", "segment"),
+        (DAU + "&segment=properties.a%00=x", "segment"),
+        ("/stats/retention?start_date=2025-10-01&segment=event_type:a%00b", "segment"),
+        (DAU + "&tz=Europe/Kyiv%00", "tz"),
+        (DAU + "&from=2025-09-01", "from"),
+        (DAU + "&tz=UTC&tz=Asia/Tokyo", "tz"),
+        ("/stats/retention?start_date=2025-10-01&windows=2&windows=3", "windows"),
+    ],
+)
+def test_extreme_dates_nul_and_repeated_parameters_are_400_naming_the_parameter(client, url, parameter):
+    """Issue 18.4: these were OverflowError / ValueError 500s, or silently used the first value."""
+    response = client.get(url)
+    assert response.status_code == 400, response.get_json()
+    body = response.get_json()
+    assert parameter in body["message"] and parameter in body["errors"]["query"], body
+
+
+def test_a_segment_may_repeat(client):
+    client.post("/events", json=[make_event(occurred_at="2025-10-05T10:00:00Z", event_type="a")])
+    response = client.get(DAU + "&segment=event_type:a&segment=properties.plan=pro")
+    assert response.status_code == 200 and sum(row["dau"] for row in response.get_json()) == 1
+
+
+def test_the_widest_allowed_dates_answer(client):
+    assert client.get("/stats/dau?from=9999-11-01&to=9999-12-01&tz=Pacific/Kiritimati").status_code == 200
+    assert client.get("/stats/dau?from=1900-01-01&to=1900-01-02&tz=Asia/Tokyo&segment=event_type:x").status_code == 200
+    assert client.get("/stats/retention?start_date=9999-11-29&windows=3").status_code == 200

@@ -113,8 +113,8 @@ class Oracle:
     def summary(self, first: date, last: date, tz: str, segments) -> dict:
         dates = [self.local(e, tz) for e in self.events]
         chosen = [e for e in self.matching(segments) if first <= self.local(e, tz) <= last]
-        return {"first_date": min(dates).isoformat() if dates else None,
-                "last_date": max(dates).isoformat() if dates else None,
+        return {"data_first_date": min(dates).isoformat() if dates else None,
+                "data_last_date": max(dates).isoformat() if dates else None,
                 "events": len(chosen), "users": len({e["user_id"] for e in chosen})}
 
     def retention(self, start: date, windows: int, size: str, cohort: str, cohorts: int, tz: str,

@@ -526,3 +526,33 @@ def test_openapi_documents_the_new_questions(client):
     assert "percentile_cont" in measure["description"]
     for path in ("/stats/stickiness", "/stats/lifecycle"):
         assert "400" in spec["paths"][path]["get"]["responses"]
+
+
+def test_rollup_and_scan_variants_agree(app, engine, dataset):
+    """Every question the project rollups answer gives the same rows from a scan of events."""
+    from eventsapp.stats import trends as questions
+    from eventsapp.stats.router import Scope
+
+    scope = Scope(tz="UTC", rollup_tz="UTC")
+    with engine.connect() as connection:
+        for measure, interval, breakdown in (("events", "day", None), ("events", "week", questions.Breakdown("event_type")),
+                                             ("users", "day", None), ("users", "month", None), ("wau", "day", None),
+                                             ("mau", "day", None)):
+            arguments = dict(from_=RANGE[0], to=RANGE[1], measure=measure, interval=interval, breakdown=breakdown,
+                             compare="previous")
+            assert (questions.trends(connection, scope, kind="project_rollup", **arguments)
+                    == questions.trends(connection, scope, kind="scan", **arguments)), arguments
+        for interval in ("day", "week"):
+            assert (questions.stickiness(connection, scope, from_=RANGE[0], to=RANGE[1], interval=interval, kind="scan")
+                    == questions.stickiness(connection, scope, from_=RANGE[0], to=RANGE[1], interval=interval,
+                                            kind="project_rollup"))
+        for interval in ("day", "week", "month"):
+            assert (questions.lifecycle(connection, scope, from_=RANGE[0], to=RANGE[1], interval=interval, kind="scan")
+                    == questions.lifecycle(connection, scope, from_=RANGE[0], to=RANGE[1], interval=interval,
+                                           kind="project_rollup"))
+
+
+@pytest.mark.parametrize("path", ["trends", "stickiness", "lifecycle"])
+def test_timezone_abbreviations_are_refused(client, path):
+    response = client.get(f"/stats/{path}?from=2025-10-01&to=2025-10-31&tz=CET")
+    assert response.status_code == 400 and "tz" in response.get_json()["errors"]["query"]

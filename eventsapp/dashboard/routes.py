@@ -8,9 +8,11 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 from pathlib import Path
-from zoneinfo import available_timezones
-
+import sqlalchemy as sa
 from flask import Blueprint, current_app, redirect, render_template, url_for
+
+from ..extensions import db
+from ..stats.calendar import accepted_timezones
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -23,11 +25,9 @@ bp = Blueprint(
 )
 
 
-@lru_cache(maxsize=1)
-def timezone_names() -> tuple[str, ...]:
-    """IANA names the server can resolve, so the selector never offers one the API would refuse."""
-    # "posix/…" and "right/…" are duplicate trees some systems ship next to the real names.
-    return tuple(sorted(name for name in available_timezones() if not name.startswith(("posix/", "right/"))))
+def timezone_names(engine: sa.Engine) -> tuple[str, ...]:
+    """The names the stats API accepts (the database's list), so the selector never offers one it refuses."""
+    return tuple(sorted(accepted_timezones(engine)))
 
 
 @lru_cache(maxsize=None)
@@ -48,6 +48,6 @@ def dashboard():
     return render_template(
         "dashboard/index.html",
         project_timezone=current_app.config["EVENTSAPP_TIMEZONE"],
-        timezones=timezone_names(),
+        timezones=timezone_names(db.engine),
         asset_version=asset_version,
     )

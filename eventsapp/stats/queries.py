@@ -1,53 +1,49 @@
 """Read side of the analytics: one function per question, each taking a connection first.
 
-Routing, per request: project timezone and no segment → the project-timezone rollups (a few hundred
-rows at most); another timezone, no segment → the timezone-free rollups (per user and UTC day first/last
-event time, per user first event, per 15-minute bucket counts), which are exact for any timezone whose
-local days (or windows) touch a UTC day boundary or are aligned to a quarter hour; otherwise (segments, or
-a timezone the rollups cannot answer exactly) a scan of ``events`` that computes the local date of each
-event with ``AT TIME ZONE``.
+Each question has three variants, ``<question>_from_project_rollup``, ``_from_utc_day_rollup`` and
+``_from_scan``; ``router.route`` picks one per request (see router.py), and the question's public
+function shapes the variant's counts into the answer. Every local date comes from PostgreSQL's
+``AT TIME ZONE`` (see calendar.py): the variants agree by construction, never by two tz databases agreeing.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
 
 import psycopg2.errors
 import sqlalchemy as sa
 
 from ..errors import ApiError
+from . import router
+from .calendar import Calendar, timezone_problem
 from .rollups import STATE_SQL, fold_outbox
+from .router import Question, Scope
 from .schemas import Segment
 
-UTC = timezone.utc
+__all__ = ["Scope", "run_read", "daily_active_users", "top_events", "retention", "summary", "QUESTIONS"]
+
 QUERY_RETRY_AFTER_SECONDS = 5
+# A misconfigured EVENTSAPP_TIMEZONE is an operator's error that a retry will not fix soon.
+CONFIG_RETRY_AFTER_SECONDS = 30
 WORK_MEM = "64MB"
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Scope:
-    """Where a question is asked: its timezone, the project timezone the rollups hold, and its filters."""
-
-    tz: str
-    rollup_tz: str
-    segments: tuple[Segment, ...] = ()
-
-    @property
-    def project_rollups(self) -> bool:
-        return not self.segments and self.tz == self.rollup_tz
-
-
-def run_read(engine: sa.Engine, question: Callable[..., T], *, project_tz: str, timeout_ms: int,
+def run_read(engine: sa.Engine, question: Any, *, project_tz: str, timeout_ms: int,
              tz: str | None = None, segment: Sequence[Segment] = (), **arguments: Any) -> T:
     """Fold the outbox (read-your-writes), then answer ``question`` under a statement timeout.
 
-    The common case (nothing queued) costs one extra statement in the read's own transaction. A query
-    cancelled by the timeout becomes a 503 with Retry-After.
+    ``tz`` and ``project_tz`` must be names this PostgreSQL reads as zones (calendar.timezone_problem):
+    a bad ``tz`` is the client's 400, a bad project timezone the operator's 503. The common case (nothing
+    queued) costs one extra statement in the read's own transaction. A query cancelled by the timeout
+    becomes a 503 with Retry-After.
     """
+    if problem := timezone_problem(engine, project_tz):
+        raise ApiError(f"EVENTSAPP_TIMEZONE is not usable: {problem} Fix the setting and restart.",
+                       status_code=503, headers={"Retry-After": str(CONFIG_RETRY_AFTER_SECONDS)})
+    if tz is not None and (problem := timezone_problem(engine, tz)):
+        raise ApiError("Invalid query parameter(s): tz.", status_code=400, errors={"query": {"tz": [problem]}})
     scope = Scope(tz=tz or project_tz, rollup_tz=project_tz, segments=tuple(segment))
     # Enough memory that a DISTINCT over a month of (day, user) pairs is hashed in memory, not on disk.
     timeout_sql = f"SET LOCAL statement_timeout = {int(timeout_ms)}; SET LOCAL work_mem = '{WORK_MEM}'; "
@@ -75,46 +71,22 @@ def run_read(engine: sa.Engine, question: Callable[..., T], *, project_tz: str, 
         raise
 
 
-# --- time helpers ---------------------------------------------------------------------------------
+# --- SQL pieces -----------------------------------------------------------------------------------
+
+# An instant range only narrows an index scan; the local date test next to it is the definition. Day
+# starts from ``D::timestamp AT TIME ZONE tz`` can be off by a DST shift at an ambiguous or skipped
+# midnight, so the range is padded by more than any shift since 1900 (at most two hours).
+PAD = "interval '3 hours'"
 
 
-def day_start(day: date, tz: str) -> datetime:
-    """The first instant (UTC) of local date ``day`` in ``tz`` (a midnight skipped by DST starts it later)."""
-    return datetime.combine(day, time(0), tzinfo=ZoneInfo(tz)).astimezone(UTC)
+def _instants_of(column: str, first: str, end: str) -> str:
+    """``column`` within the local dates [:first, :end) padded by PAD, for an index to narrow on."""
+    return (f"{column} >= (CAST(:{first} AS date)::timestamp AT TIME ZONE :tz) - {PAD}"
+            f" AND {column} < (CAST(:{end} AS date)::timestamp AT TIME ZONE :tz) + {PAD}")
 
 
-@dataclass(frozen=True)
-class Interval:
-    """Instants [start, end) and the UTC dates they touch, [first_utc_day, last_utc_day]."""
-
-    start: datetime
-    end: datetime
-
-    @property
-    def first_utc_day(self) -> date:
-        return self.start.date()
-
-    @property
-    def last_utc_day(self) -> date:
-        return (self.end - timedelta(microseconds=1)).date()
-
-    @property
-    def inside_one_utc_day(self) -> bool:
-        """True when neither end is a UTC midnight and both fall in the same UTC day: first/last event
-        times per UTC day cannot tell whether a user was active in such a middle slice."""
-        midnight = time(0)
-        return (self.first_utc_day == self.last_utc_day and self.start.timetz().replace(tzinfo=None) != midnight
-                and self.end.timetz().replace(tzinfo=None) != midnight)
-
-
-def local_days(first: date, count: int, step: int, tz: str) -> list[Interval]:
-    """``count`` consecutive spans of ``step`` local days from ``first``, as UTC instants."""
-    starts = [day_start(first + timedelta(days=i * step), tz) for i in range(count + 1)]
-    return [Interval(starts[i], starts[i + 1]) for i in range(count)]
-
-
-def _quarter_aligned(*instants: datetime) -> bool:
-    return all(int(instant.timestamp()) % 900 == 0 and instant.microsecond == 0 for instant in instants)
+def _local_date(column: str) -> str:
+    return f"({column} AT TIME ZONE :tz)::date"
 
 
 def _segment_sql(segments: Sequence[Segment], params: dict[str, Any]) -> str:
@@ -122,298 +94,337 @@ def _segment_sql(segments: Sequence[Segment], params: dict[str, Any]) -> str:
     for i, segment in enumerate(segments):
         params[f"seg{i}"] = segment.value
         if segment.kind == "event_type":
-            parts.append(f"event_type = %(seg{i})s")
+            parts.append(f"event_type = :seg{i}")
         else:
             params[f"segkey{i}"] = segment.key
-            parts.append(f"properties ->> %(segkey{i})s = %(seg{i})s")
+            parts.append(f"properties ->> :segkey{i} = :seg{i}")
     return " AND ".join(parts)
 
 
-def _events_in(first: date, last: date, scope: Scope, params: dict[str, Any]) -> str:
+def _events_in(scope: Scope, params: dict[str, Any], first: date, last: date) -> str:
     """WHERE clause: events whose local date in ``scope.tz`` is in [first, last], matching the segments."""
-    params.update(tz=scope.tz, first=first, last=last,
-                  start=day_start(first, scope.tz), end=day_start(last + timedelta(days=1), scope.tz))
-    # The instant range lets the index narrow the scan; the local date check is the definition.
-    return (
-        "occurred_at >= %(start)s AND occurred_at < %(end)s"
-        " AND (occurred_at AT TIME ZONE %(tz)s)::date BETWEEN %(first)s AND %(last)s AND "
-        + _segment_sql(scope.segments, params)
-    )
+    params.update(tz=scope.tz, first=first, last=last, after_last=last + timedelta(days=1))
+    return (_instants_of("occurred_at", "first", "after_last")
+            + f" AND {_local_date('occurred_at')} BETWEEN :first AND :last AND "
+            + _segment_sql(scope.segments, params))
 
+
+def _split_params(scope: Scope) -> dict[str, Any]:
+    """The calendar's UTC-day splits as arrays for SPLITS_SQL."""
+    assert scope.calendar is not None
+    splits = scope.calendar.splits
+    lo, hi = scope.calendar.utc_days
+    return {"days": [s.day for s in splits], "ts": [s.t for s in splits], "befores": [s.before for s in splits],
+            "afters": [s.after for s in splits], "lo": lo, "hi": hi}
+
+
+SPLITS_SQL = """SELECT * FROM unnest(CAST(:days AS date[]), CAST(:ts AS timestamptz[]), CAST(:befores AS date[]),
+                                    CAST(:afters AS date[])) AS b(day, t, before_d, after_d)"""
 
 # The local dates a user was active on during one UTC day are exactly the local dates of their first and
-# last event that day, as long as at most one local midnight falls inside that UTC day and no local day
-# touches three UTC days: ``utc_day_splits`` checks this and returns None (callers scan ``events``).
+# last event that day (the calendar checked the local date never goes back within it and takes at most two
+# values): the first event's date, plus the later date when the day's events straddle its split ``t``.
+_PAIRS_FIRST = """SELECT CASE WHEN u.first_at < b.t THEN b.before_d ELSE b.after_d END AS d, u.user_id
+                  FROM rollup_user_day u JOIN b ON b.day = u.day WHERE u.day BETWEEN :lo AND :hi"""
+_PAIRS_STRADDLE = """SELECT b.after_d, u.user_id FROM rollup_user_day u JOIN b ON b.day = u.day
+                     WHERE u.day BETWEEN :lo AND :hi AND u.first_at < b.t AND u.last_at >= b.t"""
+_MEMBERS_ONLY = " AND u.user_id IN (SELECT user_id FROM m)"
+
+
+def _utc_day_pairs(members_only: bool = False, union: str = "UNION ALL") -> str:
+    """(local date d, user_id) pairs from rollup_user_day and the splits ``b`` (possibly repeated)."""
+    only = _MEMBERS_ONLY if members_only else ""
+    return f"{_PAIRS_FIRST}{only} {union} {_PAIRS_STRADDLE}{only}"
 
 
 # --- DAU ------------------------------------------------------------------------------------------
 
 
-def daily_active_users(connection: sa.Connection, scope: Scope, *, from_: date, to: date) -> list[dict]:
+def _range_span(*, from_: date, to: date, **_: Any) -> tuple[date, date]:
+    return from_, to
+
+
+def dau_from_project_rollup(connection: sa.Connection, scope: Scope, *, from_: date, to: date) -> dict[date, int]:
+    rows = connection.execute(sa.text("SELECT day, users FROM rollup_dau WHERE day BETWEEN :first AND :last"),
+                              {"first": from_, "last": to})
+    return dict(rows.all())
+
+
+def dau_from_utc_day_rollup(connection: sa.Connection, scope: Scope, *, from_: date, to: date) -> dict[date, int]:
+    """DAU from the per (UTC day, user) first/last event times; (date, user) pairs deduplicated once (a user
+    seen on both sides of a UTC midnight on the same local date)."""
+    sql = f"""WITH b AS ({SPLITS_SQL}), pairs AS ({_utc_day_pairs(union="UNION")})
+              SELECT d, count(*) FROM pairs WHERE d BETWEEN :first AND :last GROUP BY d"""
+    rows = connection.execute(sa.text(sql), {**_split_params(scope), "first": from_, "last": to})
+    return dict(rows.all())
+
+
+def dau_from_scan(connection: sa.Connection, scope: Scope, *, from_: date, to: date) -> dict[date, int]:
+    params: dict[str, Any] = {}
+    where = _events_in(scope, params, from_, to)
+    sql = f"""SELECT day, count(*) FROM (
+                  SELECT DISTINCT {_local_date('occurred_at')} AS day, user_id FROM events WHERE {where}
+              ) AS pairs GROUP BY day"""
+    return dict(connection.execute(sa.text(sql), params).all())
+
+
+DAU = Question("dau", dau_from_project_rollup, dau_from_utc_day_rollup, dau_from_scan, _range_span)
+
+
+def daily_active_users(connection: sa.Connection, scope: Scope, *, from_: date, to: date,
+                       kind: str | None = None) -> list[dict]:
     """Return ``[{"date", "dau"}]`` for every local date in [from_, to], zero-filled: distinct users with at
     least one matching event that day."""
-    days = (to - from_).days + 1
-    intervals = local_days(from_, days, 1, scope.tz)
-    params: dict[str, Any] = {"first": from_, "last": to}
-    if scope.project_rollups:
-        sql = "SELECT day, users FROM rollup_dau WHERE day BETWEEN %(first)s AND %(last)s"
-    elif not scope.segments and (splits := utc_day_splits(from_, to, scope.tz)) is not None:
-        return _dau_from_utc_days(connection, from_, to, splits)
-    else:
-        where = _events_in(from_, to, scope, params)
-        sql = f"""
-            SELECT day, count(*) FROM (
-                SELECT DISTINCT (occurred_at AT TIME ZONE %(tz)s)::date AS day, user_id FROM events WHERE {where}
-            ) AS pairs GROUP BY day
-        """
-    counts = dict(connection.exec_driver_sql(sql, params).all())
+    counts = router.answer(connection, DAU, scope, {"from_": from_, "to": to}, kind)
     return [{"date": from_ + timedelta(days=i), "dau": counts.get(from_ + timedelta(days=i), 0)}
-            for i in range(days)]
-
-
-@dataclass(frozen=True)
-class UtcDaySplit:
-    """How one UTC day falls on local dates: instants before ``t`` are on ``before``, the rest on ``after``.
-
-    A UTC day with no local midnight inside it has ``t`` at its own midnight (all of it is on ``after``).
-    """
-
-    day: date
-    t: datetime
-    before: date
-    after: date
-    whole: bool
-
-
-def utc_day_splits(first: date, last: date, tz: str) -> list[UtcDaySplit] | None:
-    """The splits of the UTC days that the local dates [first, last] touch (plus one on each side), or None
-    when some local day touches three UTC days or none of their midnights (then the per-UTC-day rollup
-    cannot answer exactly)."""
-    zone = ZoneInfo(tz)
-    for interval in local_days(first - timedelta(days=1), (last - first).days + 3, 1, tz):
-        if interval.inside_one_utc_day or (interval.last_utc_day - interval.first_utc_day).days > 1:
-            return None
-    lo = day_start(first, tz).date() - timedelta(days=1)
-    hi = (day_start(last + timedelta(days=1), tz) - timedelta(microseconds=1)).date() + timedelta(days=1)
-    splits = []
-    for offset in range((hi - lo).days + 1):
-        day = lo + timedelta(days=offset)
-        midnight = datetime.combine(day, time(0), tzinfo=UTC)
-        local = midnight.astimezone(zone).date()
-        boundary = day_start(local + timedelta(days=1), tz)
-        if boundary < midnight + timedelta(days=1):
-            splits.append(UtcDaySplit(day, boundary, local, local + timedelta(days=1), False))
-        else:
-            splits.append(UtcDaySplit(day, midnight, local, local, True))
-    return splits
-
-
-SPLITS_SQL = """SELECT * FROM unnest(%(days)s::date[], %(ts)s::timestamptz[], %(befores)s::date[],
-                                    %(afters)s::date[]) AS b(day, t, before_d, after_d)"""
-
-
-def _split_params(splits: list[UtcDaySplit]) -> dict[str, Any]:
-    return {"days": [s.day for s in splits], "ts": [s.t for s in splits], "befores": [s.before for s in splits],
-            "afters": [s.after for s in splits], "lo": splits[0].day, "hi": splits[-1].day}
-
-
-def _dau_from_utc_days(connection: sa.Connection, first: date, last: date,
-                       splits: list[UtcDaySplit]) -> list[dict]:
-    """DAU from the per (UTC day, user) first/last event times, in any timezone the splits describe.
-
-    A user's local dates during one UTC day are the local dates of their first and last event that day;
-    the second differs from the first only when the day's events straddle its split, so only those rows
-    add a second (date, user) pair. Pairs are then deduplicated once (a user seen on both sides of a UTC
-    midnight on the same local date).
-    """
-    params = {**_split_params(splits), "first": first, "last": last}
-    rows = connection.exec_driver_sql(
-        f"""
-        WITH b AS ({SPLITS_SQL}),
-        pairs AS (
-            SELECT CASE WHEN u.first_at < b.t THEN b.before_d ELSE b.after_d END AS d, u.user_id
-            FROM rollup_user_day u JOIN b ON b.day = u.day WHERE u.day BETWEEN %(lo)s AND %(hi)s
-            UNION
-            SELECT b.after_d, u.user_id
-            FROM rollup_user_day u JOIN b ON b.day = u.day
-            WHERE u.day BETWEEN %(lo)s AND %(hi)s AND u.first_at < b.t AND u.last_at >= b.t
-        )
-        SELECT d, count(*) FROM pairs WHERE d BETWEEN %(first)s AND %(last)s GROUP BY d
-        """, params)
-    counts = dict(rows.all())
-    return [{"date": first + timedelta(days=i), "dau": counts.get(first + timedelta(days=i), 0)}
-            for i in range((last - first).days + 1)]
+            for i in range((to - from_).days + 1)]
 
 
 # --- top events -----------------------------------------------------------------------------------
 
-TOP_ORDER = "ORDER BY 2 DESC, event_type COLLATE \"C\" LIMIT %(limit)s"
+TOP_ORDER = "ORDER BY 2 DESC, event_type COLLATE \"C\" LIMIT :limit"
 
 
-def top_events(connection: sa.Connection, scope: Scope, *, from_: date, to: date, limit: int = 10) -> list[dict]:
+def top_events_from_project_rollup(connection: sa.Connection, scope: Scope, *, from_: date, to: date,
+                                   limit: int) -> list[tuple[str, int]]:
+    sql = f"""SELECT event_type, sum(events) FROM rollup_local_day_type
+              WHERE day BETWEEN :first AND :last GROUP BY 1 {TOP_ORDER}"""
+    return connection.execute(sa.text(sql), {"first": from_, "last": to, "limit": limit}).all()
+
+
+def top_events_from_utc_day_rollup(connection: sa.Connection, scope: Scope, *, from_: date, to: date,
+                                   limit: int) -> list[tuple[str, int]]:
+    """From the 15-minute buckets: every local midnight is at a quarter hour (calendar.clean)."""
+    assert scope.calendar is not None
+    sql = f"""SELECT event_type, sum(events) FROM rollup_type_quarter
+              WHERE bucket >= :start AND bucket < :end GROUP BY 1 {TOP_ORDER}"""
+    params = {"start": scope.calendar.start, "end": scope.calendar.end, "limit": limit}
+    return connection.execute(sa.text(sql), params).all()
+
+
+def top_events_from_scan(connection: sa.Connection, scope: Scope, *, from_: date, to: date,
+                         limit: int) -> list[tuple[str, int]]:
+    params: dict[str, Any] = {"limit": limit}
+    sql = f"SELECT event_type, count(*) FROM events WHERE {_events_in(scope, params, from_, to)} GROUP BY 1 {TOP_ORDER}"
+    return connection.execute(sa.text(sql), params).all()
+
+
+TOP_EVENTS = Question("top_events", top_events_from_project_rollup, top_events_from_utc_day_rollup,
+                      top_events_from_scan, _range_span, lambda calendar: calendar.exact and calendar.clean)
+
+
+def top_events(connection: sa.Connection, scope: Scope, *, from_: date, to: date, limit: int = 10,
+               kind: str | None = None) -> list[dict]:
     """Return ``[{"event_type", "count"}]``: matching events per type with a local date in [from_, to],
     by count descending then event_type by code point, at most ``limit`` rows."""
-    params: dict[str, Any] = {"first": from_, "last": to, "limit": limit}
-    start, end = day_start(from_, scope.tz), day_start(to + timedelta(days=1), scope.tz)
-    if scope.project_rollups:
-        sql = f"""SELECT event_type, sum(events) FROM rollup_local_day_type
-                  WHERE day BETWEEN %(first)s AND %(last)s GROUP BY 1 {TOP_ORDER}"""
-    elif not scope.segments and _quarter_aligned(start, end):
-        params.update(start=start, end=end)
-        sql = f"""SELECT event_type, sum(events) FROM rollup_type_quarter
-                  WHERE bucket >= %(start)s AND bucket < %(end)s GROUP BY 1 {TOP_ORDER}"""
-    else:
-        sql = f"SELECT event_type, count(*) FROM events WHERE {_events_in(from_, to, scope, params)} GROUP BY 1 {TOP_ORDER}"
-    return [{"event_type": name, "count": int(count)} for name, count in connection.exec_driver_sql(sql, params)]
+    rows = router.answer(connection, TOP_EVENTS, scope, {"from_": from_, "to": to, "limit": limit}, kind)
+    return [{"event_type": name, "count": int(count)} for name, count in rows]
 
 
 # --- retention ------------------------------------------------------------------------------------
 
+# Cohort c's window k is global window g = c + k; g of a local date d is (d - start_date) / step.
+_WINDOW_OF_PAIR = "((d - CAST(:start_date AS date)) / :step)"
+_FINAL = """SELECT m.c, a.g - m.c AS k, count(*) FROM m JOIN a
+                ON a.user_id = m.user_id AND a.g >= m.c AND a.g < m.c + :windows
+            WHERE m.c >= 0 AND m.c < :cohorts
+            GROUP BY 1, 2"""
+
+
+def _first_seen_members(table_first_at: str) -> str:
+    """Members by first-ever event time ``first_at`` of ``table_first_at`` (a table or subquery with
+    user_id, first_at): users whose first local date falls in the cohorts' windows 0."""
+    local = _local_date("first_at")
+    return (f"SELECT user_id, ({local} - CAST(:start_date AS date)) / :step AS c FROM {table_first_at}"
+            f" WHERE {_instants_of('first_at', 'start_date', 'd_cohorts')}"
+            f" AND {local} >= :start_date AND {local} < :d_cohorts")
+
+
+def retention_from_project_rollup(connection: sa.Connection, scope: Scope, *, start_date: date, windows: int,
+                                  window_size: str, cohort: str, cohorts: int) -> dict[tuple[int, int], int]:
+    params = _retention_params(scope, start_date, windows, window_size, cohorts)
+    if cohort == "first_seen":
+        members = _first_seen_members("rollup_user_first")
+    else:
+        members = """SELECT DISTINCT user_id, (day - CAST(:start_date AS date)) / :step AS c FROM rollup_local_day_user
+                     WHERE day >= :start_date AND day < :d_cohorts"""
+    if params["step"] == 1:  # one (local day, user) row per member and window: count rows
+        sql = f"""
+            WITH m AS MATERIALIZED ({members})
+            SELECT m.c, l.day - CAST(:start_date AS date) - m.c AS k, count(*)
+            FROM m JOIN rollup_local_day_user l ON l.user_id = m.user_id
+                AND l.day >= CAST(:start_date AS date) + m.c AND l.day < CAST(:start_date AS date) + m.c + :windows
+            WHERE m.c >= 0 AND m.c < :cohorts
+            GROUP BY 1, 2
+        """
+    else:  # a week holds several rows per user: probe each (member, window) once instead of deduplicating
+        sql = f"""
+            WITH m AS MATERIALIZED ({members})
+            SELECT m.c, w.k, count(*) FROM m CROSS JOIN generate_series(0, :windows - 1) AS w(k)
+            WHERE m.c >= 0 AND m.c < :cohorts AND EXISTS (
+                SELECT 1 FROM rollup_local_day_user l WHERE l.user_id = m.user_id
+                    AND l.day >= CAST(:start_date AS date) + (m.c + w.k) * 7
+                    AND l.day < CAST(:start_date AS date) + (m.c + w.k + 1) * 7)
+            GROUP BY 1, 2
+        """
+    return {(c, k): n for c, k, n in connection.execute(sa.text(sql), params)}
+
+
+def retention_from_utc_day_rollup(connection: sa.Connection, scope: Scope, *, start_date: date, windows: int,
+                                  window_size: str, cohort: str, cohorts: int) -> dict[tuple[int, int], int]:
+    params = {**_retention_params(scope, start_date, windows, window_size, cohorts), **_split_params(scope)}
+    if cohort == "first_seen":
+        members = _first_seen_members("rollup_user_first")
+    else:
+        members = f"""SELECT DISTINCT user_id, {_WINDOW_OF_PAIR} AS c FROM ({_utc_day_pairs()}) AS x
+                      WHERE d >= :start_date AND d < :d_cohorts"""
+    sql = f"""
+        WITH b AS ({SPLITS_SQL}),
+        m AS MATERIALIZED ({members}),
+        a AS (
+            SELECT DISTINCT user_id, {_WINDOW_OF_PAIR} AS g FROM ({_utc_day_pairs(members_only=True)}) AS x
+            WHERE d >= :start_date AND d < :d_end
+        )
+        {_FINAL}
+    """
+    connection.exec_driver_sql("SET LOCAL enable_nestloop = off")  # see retention_from_scan
+    return {(c, k): n for c, k, n in connection.execute(sa.text(sql), params)}
+
+
+def retention_from_scan(connection: sa.Connection, scope: Scope, *, start_date: date, windows: int,
+                        window_size: str, cohort: str, cohorts: int) -> dict[tuple[int, int], int]:
+    params = _retention_params(scope, start_date, windows, window_size, cohorts)
+    segment = _segment_sql(scope.segments, params)
+    local = _local_date("occurred_at")
+    active = f"""SELECT DISTINCT user_id, ({local} - CAST(:start_date AS date)) / :step AS g FROM events
+                 WHERE {_instants_of('occurred_at', 'start_date', 'd_end')} AND {segment}
+                   AND {local} >= :start_date AND {local} < :d_end"""
+    if cohort == "first_seen":
+        # First-ever means over all stored matching events, also those before start_date.
+        firsts = f"(SELECT user_id, min(occurred_at) AS first_at FROM events WHERE {segment} GROUP BY 1) AS firsts"
+        # Only members' activity matters: deduplicate fewer (user, window) pairs.
+        ctes = (f"m AS MATERIALIZED ({_first_seen_members(firsts)}),"
+                f" a AS ({active} AND user_id IN (SELECT user_id FROM m))")
+    else:
+        ctes = f"a AS MATERIALIZED ({active}), m AS (SELECT user_id, g AS c FROM a WHERE g < :cohorts)"
+    # Row estimates of aggregated CTEs are guesses; a nested loop over two of them is quadratic
+    # (measured: 4.6 s instead of 0.3 s), and every input here is large enough for a hash join.
+    connection.exec_driver_sql("SET LOCAL enable_nestloop = off")
+    sql = f"WITH {ctes} {_FINAL}"
+    return {(c, k): n for c, k, n in connection.execute(sa.text(sql), params)}
+
+
+def _step(window_size: str) -> int:
+    return 7 if window_size == "weekly" else 1
+
+
+def _retention_params(scope: Scope, start_date: date, windows: int, window_size: str, cohorts: int) -> dict[str, Any]:
+    step = _step(window_size)
+    spans = cohorts + windows - 1  # global windows g; cohort c's window k is g = c + k
+    return {"tz": scope.tz, "start_date": start_date, "step": step, "cohorts": cohorts, "windows": windows,
+            "d_cohorts": start_date + timedelta(days=cohorts * step),
+            "d_end": start_date + timedelta(days=spans * step)}
+
+
+def _retention_span(*, start_date: date, windows: int, window_size: str, cohorts: int, **_: Any) -> tuple[date, date]:
+    return start_date, start_date + timedelta(days=(cohorts + windows - 1) * _step(window_size) - 1)
+
+
+RETENTION = Question("retention", retention_from_project_rollup, retention_from_utc_day_rollup,
+                     retention_from_scan, _retention_span)
+
 
 def retention(connection: sa.Connection, scope: Scope, *, start_date: date, windows: int = 3,
-              window_size: str = "daily", cohort: str = "first_seen", cohorts: int = 1) -> list[dict]:
+              window_size: str = "daily", cohort: str = "first_seen", cohorts: int = 1,
+              kind: str | None = None) -> list[dict]:
     """Return one row per cohort: ``{"cohort_start_date", "size", "w0", ...}``.
 
     Cohort c starts at ``start_date + c·step`` (step 1 or 7 days); its window k covers the local days
     [start + (c+k)·step, +step). Members: users whose first-ever matching event (``first_seen``) or any
     matching event (``active``) falls in window 0; ``wk`` is the share of members with a matching event in
-    window k, rounded to 4 places.
+    window k, rounded to 4 places, or None while window k has not ended (its last local day is today or
+    later in ``scope.tz``, today as PostgreSQL sees it).
     """
-    step = 7 if window_size == "weekly" else 1
-    spans = cohorts + windows - 1  # global windows g; cohort c's window k is g = c + k
-    intervals = local_days(start_date, spans, step, scope.tz)
-    params: dict[str, Any] = {
-        "tz": scope.tz, "start_date": start_date, "step": step, "cohorts": cohorts, "windows": windows,
-        "a0": intervals[0].start, "a_cohorts": intervals[cohorts - 1].end, "a_end": intervals[-1].end,
-        "d_cohorts": start_date + timedelta(days=cohorts * step), "d_end": start_date + timedelta(days=spans * step),
-    }
-    window_of = "((({t} AT TIME ZONE %(tz)s)::date - %(start_date)s) / %(step)s)"
-    if scope.project_rollups:
-        if cohort == "first_seen":
-            members = f"""SELECT user_id, {window_of.format(t='first_at')} AS c FROM rollup_user_first
-                          WHERE first_at >= %(a0)s AND first_at < %(a_cohorts)s"""
-        else:
-            members = """SELECT DISTINCT user_id, (day - %(start_date)s) / %(step)s AS c FROM rollup_local_day_user
-                         WHERE day >= %(start_date)s AND day < %(d_cohorts)s"""
-        if step == 1:  # one (local day, user) row per member and window: count rows
-            sql = f"""
-                WITH m AS MATERIALIZED ({members})
-                SELECT m.c, l.day - %(start_date)s - m.c AS k, count(*)
-                FROM m JOIN rollup_local_day_user l ON l.user_id = m.user_id
-                    AND l.day >= %(start_date)s + m.c AND l.day < %(start_date)s + m.c + %(windows)s
-                WHERE m.c >= 0 AND m.c < %(cohorts)s
-                GROUP BY 1, 2
-            """
-        else:  # a week holds several rows per user: probe each (member, window) once instead of deduplicating
-            sql = f"""
-                WITH m AS MATERIALIZED ({members})
-                SELECT m.c, w.k, count(*) FROM m CROSS JOIN generate_series(0, %(windows)s - 1) AS w(k)
-                WHERE m.c >= 0 AND m.c < %(cohorts)s AND EXISTS (
-                    SELECT 1 FROM rollup_local_day_user l WHERE l.user_id = m.user_id
-                        AND l.day >= %(start_date)s + (m.c + w.k) * 7 AND l.day < %(start_date)s + (m.c + w.k + 1) * 7)
-                GROUP BY 1, 2
-            """
-    elif not scope.segments and (splits := utc_day_splits(
-            start_date, start_date + timedelta(days=spans * step - 1), scope.tz)) is not None:
-        params.update(_split_params(splits))
-        # (local date, user) pairs of the UTC-day rollup: see _dau_from_utc_days.
-        pairs = f"""WITH b AS ({SPLITS_SQL}) SELECT d, user_id FROM (
-                        SELECT CASE WHEN u.first_at < b.t THEN b.before_d ELSE b.after_d END AS d, u.user_id
-                        FROM rollup_user_day u JOIN b ON b.day = u.day WHERE u.day BETWEEN %(lo)s AND %(hi)s {{only}}
-                        UNION ALL
-                        SELECT b.after_d, u.user_id FROM rollup_user_day u JOIN b ON b.day = u.day
-                        WHERE u.day BETWEEN %(lo)s AND %(hi)s AND u.first_at < b.t AND u.last_at >= b.t {{only}}
-                    ) AS p"""
-        window_of_pair = "((d - %(start_date)s) / %(step)s)"
-        if cohort == "first_seen":
-            members = f"""SELECT user_id, {window_of.format(t='first_at')} AS c FROM rollup_user_first
-                          WHERE first_at >= %(a0)s AND first_at < %(a_cohorts)s"""
-        else:
-            members = f"""SELECT DISTINCT user_id, {window_of_pair} AS c FROM ({pairs.format(only='')}) AS x
-                          WHERE d >= %(start_date)s AND d < %(d_cohorts)s"""
-        member_pairs = pairs.format(only="AND u.user_id IN (SELECT user_id FROM m)")
-        sql = f"""
-            WITH m AS MATERIALIZED ({members}),
-            a AS (
-                SELECT DISTINCT user_id, {window_of_pair} AS g FROM ({member_pairs}) AS x
-                WHERE d >= %(start_date)s AND d < %(d_end)s
-            )
-            SELECT m.c, a.g - m.c AS k, count(*) FROM m JOIN a
-                ON a.user_id = m.user_id AND a.g >= m.c AND a.g < m.c + %(windows)s
-            WHERE m.c >= 0 AND m.c < %(cohorts)s
-            GROUP BY 1, 2
-        """
-        connection.exec_driver_sql("SET LOCAL enable_nestloop = off")  # see the scan path below
-    else:
-        segment = _segment_sql(scope.segments, params)
-        active = f"""SELECT DISTINCT user_id, {window_of.format(t='occurred_at')} AS g FROM events
-                     WHERE occurred_at >= %(a0)s AND occurred_at < %(a_end)s AND {segment}
-                       AND (occurred_at AT TIME ZONE %(tz)s)::date >= %(start_date)s
-                       AND (occurred_at AT TIME ZONE %(tz)s)::date < %(d_end)s"""
-        if cohort == "first_seen":
-            # First-ever means over all stored matching events, also those before start_date.
-            members = f"""SELECT user_id, {window_of.format(t='first_at')} AS c FROM (
-                              SELECT user_id, min(occurred_at) AS first_at FROM events WHERE {segment} GROUP BY 1
-                          ) AS firsts WHERE first_at >= %(a0)s AND first_at < %(a_cohorts)s"""
-            # Only members' activity matters: deduplicate fewer (user, window) pairs.
-            ctes = f"m AS MATERIALIZED ({members}), a AS ({active} AND user_id IN (SELECT user_id FROM m))"
-        else:
-            ctes = f"a AS MATERIALIZED ({active}), m AS (SELECT user_id, g AS c FROM a WHERE g < %(cohorts)s)"
-        # Row estimates of aggregated CTEs are guesses; a nested loop over two of them is quadratic
-        # (measured: 4.6 s instead of 0.3 s), and every input here is large enough for a hash join.
-        connection.exec_driver_sql("SET LOCAL enable_nestloop = off")
-        sql = f"""
-            WITH {ctes}
-            SELECT m.c, a.g - m.c AS k, count(*) FROM m JOIN a
-                ON a.user_id = m.user_id AND a.g >= m.c AND a.g < m.c + %(windows)s
-            WHERE m.c >= 0 AND m.c < %(cohorts)s
-            GROUP BY 1, 2
-        """
-    counts = {(c, k): n for c, k, n in connection.exec_driver_sql(sql, params)}
+    arguments = {"start_date": start_date, "windows": windows, "window_size": window_size, "cohort": cohort,
+                 "cohorts": cohorts}
+    counts = router.answer(connection, RETENTION, scope, arguments, kind)
+    today = connection.execute(sa.text("SELECT (now() AT TIME ZONE :tz)::date"), {"tz": scope.tz}).scalar_one()
+    step = _step(window_size)
     rows = []
     for c in range(cohorts):
         size = counts.get((c, 0), 0)  # every member is active in its window 0 by definition
         row: dict[str, Any] = {"cohort_start_date": start_date + timedelta(days=c * step), "size": size}
         for k in range(windows):
-            row[f"w{k}"] = round(counts.get((c, k), 0) / size, 4) if size else 0.0
+            ended = start_date + timedelta(days=(c + k + 1) * step) <= today
+            row[f"w{k}"] = (round(counts.get((c, k), 0) / size, 4) if size else 0.0) if ended else None
         rows.append(row)
     return rows
 
 
 # --- summary --------------------------------------------------------------------------------------
 
+RANGE_TOTALS_SQL = """SELECT (SELECT coalesce(sum(events), 0) FROM rollup_type_quarter),
+                             (SELECT count(*) FROM rollup_user_first)"""
 
-def summary(connection: sa.Connection, scope: Scope, *, from_: date, to: date) -> dict:
-    """Return ``{"first_date", "last_date", "events", "users"}``: the local dates of the earliest and
-    latest stored events (all events, whatever the range or segments), and the matching events and
-    distinct users with a local date in [from_, to]."""
-    params: dict[str, Any] = {"tz": scope.tz, "first": from_, "last": to}
-    earliest, latest = connection.exec_driver_sql(
-        "SELECT (SELECT min(occurred_at) FROM events), (SELECT max(occurred_at) FROM events)").one()
-    zone = ZoneInfo(scope.tz)
-    first_date = earliest.astimezone(zone).date() if earliest else None
-    last_date = latest.astimezone(zone).date() if latest else None
-    whole = Interval(day_start(from_, scope.tz), day_start(to + timedelta(days=1), scope.tz))
-    if earliest is None:
-        return {"first_date": None, "last_date": None, "events": 0, "users": 0}
-    if not scope.segments and whole.start <= earliest and latest < whole.end:
+
+def summary_from_project_rollup(connection: sa.Connection, scope: Scope, *, from_: date, to: date) -> tuple[int, int]:
+    sql = """SELECT (SELECT coalesce(sum(events), 0) FROM rollup_local_day_type WHERE day BETWEEN :first AND :last),
+                    (SELECT count(DISTINCT user_id) FROM rollup_local_day_user WHERE day BETWEEN :first AND :last)"""
+    return connection.execute(sa.text(sql), {"first": from_, "last": to}).one()
+
+
+def summary_from_utc_day_rollup(connection: sa.Connection, scope: Scope, *, from_: date, to: date) -> tuple[int, int]:
+    """From the 15-minute buckets (events) and the per-UTC-day rollup (users active in [start, end))."""
+    assert scope.calendar is not None
+    start, end = scope.calendar.start, scope.calendar.end
+    earliest, latest = connection.exec_driver_sql("SELECT min(occurred_at), max(occurred_at) FROM events").one()
+    if earliest is not None and start <= earliest and latest < end:
         # The range holds every stored event (the dashboard's default): totals need no range scan.
-        events, users = connection.exec_driver_sql(
-            "SELECT (SELECT coalesce(sum(events), 0) FROM rollup_type_quarter),"
-            " (SELECT count(*) FROM rollup_user_first)").one()
-        return {"first_date": first_date, "last_date": last_date, "events": int(events), "users": int(users)}
-    if scope.project_rollups:
-        sql = """SELECT (SELECT coalesce(sum(events), 0) FROM rollup_local_day_type
-                         WHERE day BETWEEN %(first)s AND %(last)s),
-                        (SELECT count(DISTINCT user_id) FROM rollup_local_day_user
-                         WHERE day BETWEEN %(first)s AND %(last)s)"""
-    elif not scope.segments and _quarter_aligned(whole.start, whole.end) and not whole.inside_one_utc_day:
-        params.update(start=whole.start, end=whole.end, lo=whole.first_utc_day, hi=whole.last_utc_day)
-        sql = """SELECT (SELECT coalesce(sum(events), 0) FROM rollup_type_quarter
-                         WHERE bucket >= %(start)s AND bucket < %(end)s),
-                        (SELECT count(DISTINCT user_id) FROM rollup_user_day
-                         WHERE day BETWEEN %(lo)s AND %(hi)s AND first_at < %(end)s AND last_at >= %(start)s)"""
+        return connection.exec_driver_sql(RANGE_TOTALS_SQL).one()
+    sql = """SELECT (SELECT coalesce(sum(events), 0) FROM rollup_type_quarter WHERE bucket >= :start AND bucket < :end),
+                    (SELECT count(DISTINCT user_id) FROM rollup_user_day
+                     WHERE day BETWEEN :lo AND :hi AND first_at < :end AND last_at >= :start)"""
+    params = {"start": start, "end": end, "lo": _utc_date(start), "hi": _utc_date(end - timedelta(microseconds=1))}
+    return connection.execute(sa.text(sql), params).one()
+
+
+def summary_from_scan(connection: sa.Connection, scope: Scope, *, from_: date, to: date) -> tuple[int, int]:
+    params: dict[str, Any] = {}
+    sql = f"SELECT count(*), count(DISTINCT user_id) FROM events WHERE {_events_in(scope, params, from_, to)}"
+    return connection.execute(sa.text(sql), params).one()
+
+
+def _utc_date(instant: datetime) -> date:
+    return instant.astimezone(timezone.utc).date()
+
+
+def _summary_fits_utc_day_rollup(calendar: Calendar) -> bool:
+    """Buckets need quarter-hour midnights; first/last times per UTC day cannot tell whether a user was
+    active in a slice strictly inside one UTC day."""
+    if not (calendar.exact and calendar.clean):
+        return False
+    start, end = calendar.start, calendar.end
+    tick = timedelta(microseconds=1)
+    at_utc_midnight = _utc_date(start) != _utc_date(start - tick) or _utc_date(end) != _utc_date(end - tick)
+    return _utc_date(start) != _utc_date(end - tick) or at_utc_midnight
+
+
+SUMMARY = Question("summary", summary_from_project_rollup, summary_from_utc_day_rollup, summary_from_scan,
+                   _range_span, _summary_fits_utc_day_rollup)
+
+
+def summary(connection: sa.Connection, scope: Scope, *, from_: date, to: date, kind: str | None = None) -> dict:
+    """Return ``{"data_first_date", "data_last_date", "events", "users"}``: the local dates of the earliest
+    and latest stored events (all events, whatever the range or segments), and the matching events and
+    distinct users with a local date in [from_, to]."""
+    first_date, last_date = connection.execute(sa.text(
+        "SELECT (min(occurred_at) AT TIME ZONE :tz)::date, (max(occurred_at) AT TIME ZONE :tz)::date FROM events"),
+        {"tz": scope.tz}).one()
+    if first_date is None:
+        events, users = 0, 0
     else:
-        sql = f"SELECT count(*), count(DISTINCT user_id) FROM events WHERE {_events_in(from_, to, scope, params)}"
-    events, users = connection.exec_driver_sql(sql, params).one()
-    return {"first_date": first_date, "last_date": last_date, "events": int(events), "users": int(users)}
+        events, users = router.answer(connection, SUMMARY, scope, {"from_": from_, "to": to}, kind)
+    return {"data_first_date": first_date, "data_last_date": last_date, "events": int(events), "users": int(users)}
+
+
+QUESTIONS = {question.name: question for question in (DAU, TOP_EVENTS, RETENTION, SUMMARY)}

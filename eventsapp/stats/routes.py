@@ -1,18 +1,19 @@
-"""``GET /stats/dau``, ``/stats/top-events``, ``/stats/retention``, ``/stats/summary``."""
+"""``GET /stats/dau``, ``/stats/top-events``, ``/stats/retention``, ``/stats/summary``, ``/stats/timezones``."""
 from __future__ import annotations
 
 from typing import Any, NoReturn
 
 from flask import current_app
 from flask_smorest import Blueprint
-from marshmallow import RAISE
+from marshmallow import RAISE, fields
 from webargs.flaskparser import FlaskParser
 
 from ..errors import ApiError, document_errors
 from ..extensions import db
 from . import queries
+from .calendar import accepted_timezones
 from .schemas import (DauArgs, DauRowSchema, RetentionArgs, RetentionRowSchema, SummaryArgs, SummarySchema,
-                      TopEventRowSchema, TopEventsArgs)
+                      TimezonesSchema, TopEventRowSchema, TopEventsArgs)
 
 
 class _QueryParser(FlaskParser):
@@ -27,6 +28,16 @@ class _QueryParser(FlaskParser):
         raise ApiError(f"Invalid query parameter(s): {', '.join(names)}.", status_code=400,
                        errors=error.messages)
 
+    def load_querystring(self, req, schema):
+        # `from=…&from=…` would silently use the first: ambiguous, so refused (only lists may repeat).
+        single = {field.data_key or name for name, field in schema.fields.items()
+                  if not isinstance(field, fields.List)}
+        repeated = sorted(key for key in req.args if key in single and len(req.args.getlist(key)) > 1)
+        if repeated:
+            raise ApiError(f"Invalid query parameter(s): {', '.join(repeated)}.", status_code=400,
+                           errors={"query": {key: ["Given more than once."] for key in repeated}})
+        return super().load_querystring(req, schema)
+
 
 class _StatsBlueprint(Blueprint):
     ARGUMENTS_PARSER = _QueryParser()
@@ -37,9 +48,10 @@ blp = _StatsBlueprint("stats", __name__, url_prefix="/stats",
 
 _ERRORS = {
     400: "A malformed parameter (errors.query names it): unknown timezone or segment, `from` after `to`, "
-    "a range over 366 days, a limit/windows/cohorts out of range, or an unknown parameter.",
-    503: "The query ran longer than EVENTSAPP_QUERY_TIMEOUT_MS, or the database is unavailable or not "
-    "migrated. Honour Retry-After.",
+    "a range over 366 days, a date outside 1900-01-01..9999-12-01, a limit/windows/cohorts out of range, "
+    "a NUL character, a parameter given twice, or an unknown parameter.",
+    503: "The query ran longer than EVENTSAPP_QUERY_TIMEOUT_MS, the database is unavailable or not "
+    "migrated, or EVENTSAPP_TIMEZONE is not a timezone the database accepts. Honour Retry-After.",
 }
 
 
@@ -75,7 +87,8 @@ def top_events(**arguments: Any):
 @blp.arguments(RetentionArgs, location="query", as_kwargs=True)
 @blp.response(200, RetentionRowSchema(many=True),
               description="One row per cohort with w0..w{windows-1}: the share (0..1, 4 decimals) of its "
-              "members with a matching event in window k; 0.0 everywhere for an empty cohort.")
+              "members with a matching event in window k; 0.0 for an empty cohort; null for a window that "
+              "has not ended yet (its last local day is today or later in `tz`).")
 @_document_errors
 def retention(**arguments: Any):
     """Measure cohort retention."""
@@ -89,6 +102,15 @@ def retention(**arguments: Any):
 def summary(**arguments: Any):
     """Summarise stored events and a range's events and users."""
     return _answer(queries.summary, **arguments)
+
+
+@blp.route("/timezones")
+@blp.response(200, TimezonesSchema)
+@_document_errors
+def timezones():
+    """List the timezone names the stats endpoints accept."""
+    return {"timezones": sorted(accepted_timezones(db.engine)),
+            "project_timezone": current_app.config["EVENTSAPP_TIMEZONE"]}
 
 
 # --- trends, stickiness, lifecycle (issue 13) -----------------------------------------------------------

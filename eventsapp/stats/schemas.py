@@ -1,19 +1,22 @@
 """Query parameters and answers of the stats endpoints. Every parameter error is a 400 naming it."""
 from __future__ import annotations
 
-import functools
-import zoneinfo
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_dump, validate, validates_schema
+from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, post_dump, validate, validates_schema
+
+from .calendar import MAX_DATE, MIN_DATE
 
 MAX_RANGE_DAYS = 366
 SEGMENT_HELP = (
     "Filter, repeatable (all must hold): `event_type:NAME` or `properties.KEY=VALUE` "
     "(the property compared as text; numbers and booleans as their JSON text)."
 )
-TZ_HELP = "IANA timezone name, e.g. Europe/Kyiv. Default: the project timezone (EVENTSAPP_TIMEZONE)."
+TZ_HELP = ("IANA timezone name as the database knows it, e.g. Europe/Kyiv (GET /stats/timezones lists them; "
+           "abbreviations such as CET are refused). Default: the project timezone (EVENTSAPP_TIMEZONE).")
+DATE_RANGE_HELP = f"Dates from {MIN_DATE} to {MAX_DATE}."
 
 
 @dataclass(frozen=True)
@@ -25,18 +28,17 @@ class Segment:
     key: str | None = None
 
 
-@functools.lru_cache(maxsize=1)
-def known_timezones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones() | {"UTC"})
-
-
 def parse_timezone(name: str) -> str:
-    if name not in known_timezones():
+    """Check the shape of a timezone name; whether the database knows it is checked per request
+    (calendar.timezone_problem), against the server's own list."""
+    if not name or "\x00" in name or len(name) > 100:
         raise ValidationError(f"Unknown timezone {name!r}.")
     return name
 
 
 def parse_segment(text: str) -> Segment:
+    if "\x00" in text:  # PostgreSQL text cannot hold NUL: no stored event can match it
+        raise ValidationError("Must not contain a NUL character.")
     if text.startswith("event_type:"):
         name = text[len("event_type:"):]
         if name:
@@ -67,6 +69,15 @@ def _segment_field() -> fields.List:
                        metadata={"description": SEGMENT_HELP, "example": ["event_type:purchase"]})
 
 
+def _check_dates(first: date, last: date, first_name: str, last_name: str) -> None:
+    """Every local date a question touches must be in [MIN_DATE, MAX_DATE]: a 400, not an overflow."""
+    # Checked before any date arithmetic: 9999-12-31 plus a day is an OverflowError, not an answer.
+    if first < MIN_DATE or first > MAX_DATE:
+        raise ValidationError(f"Must be between {MIN_DATE} and {MAX_DATE}.", first_name)
+    if last > MAX_DATE:
+        raise ValidationError(f"Reaches {last}; the last date allowed is {MAX_DATE}.", last_name)
+
+
 class _QueryArgs(Schema):
     class Meta:
         unknown = RAISE
@@ -74,7 +85,7 @@ class _QueryArgs(Schema):
 
 class RangeArgs(_QueryArgs):
     from_ = fields.Date(required=True, data_key="from",
-                        metadata={"description": "First local date (inclusive), YYYY-MM-DD."})
+                        metadata={"description": "First local date (inclusive), YYYY-MM-DD. " + DATE_RANGE_HELP})
     to = fields.Date(required=True, metadata={"description": "Last local date (inclusive), at most 366 days "
                                                              "after `from`."})
     tz = _tz_field()
@@ -82,6 +93,7 @@ class RangeArgs(_QueryArgs):
 
     @validates_schema(skip_on_field_errors=True)
     def _check_range(self, data: dict, **kwargs: Any) -> None:
+        _check_dates(data["from_"], data["to"], "from", "to")
         days = (data["to"] - data["from_"]).days + 1
         if days < 1:
             raise ValidationError("Must not be before 'from'.", "to")
@@ -103,7 +115,8 @@ class SummaryArgs(RangeArgs):
 
 
 class RetentionArgs(_QueryArgs):
-    start_date = fields.Date(required=True, metadata={"description": "Local date the first cohort starts."})
+    start_date = fields.Date(required=True, metadata={"description": "Local date the first cohort starts. Every window must end by "
+                                                      f"{MAX_DATE}; dates from {MIN_DATE}."})
     windows = fields.Integer(load_default=3, validate=validate.Range(1, 52),
                              metadata={"description": "Windows per cohort (w0..w{windows-1}), 1..52."})
     window_size = fields.String(load_default="daily", validate=validate.OneOf(["daily", "weekly"]),
@@ -118,6 +131,15 @@ class RetentionArgs(_QueryArgs):
     tz = _tz_field()
     segment = _segment_field()
 
+    @validates_schema(skip_on_field_errors=True)
+    def _check_span(self, data: dict, **kwargs: Any) -> None:
+        step = 7 if data["window_size"] == "weekly" else 1
+        start, days = data["start_date"], (data["cohorts"] + data["windows"] - 1) * step - 1
+        _check_dates(start, start, "start_date", "start_date")
+        if (MAX_DATE - start).days < days:
+            raise ValidationError(f"The last window ends {days} days after start_date, past {MAX_DATE}.",
+                                  "start_date")
+
 
 class DauRowSchema(Schema):
     date = fields.Date(required=True)
@@ -130,7 +152,11 @@ class TopEventRowSchema(Schema):
 
 
 class RetentionRowSchema(Schema):
-    """One cohort; besides these fields it has w0..w{windows-1}: the share of members active in window k."""
+    """One cohort; besides these fields it has w0..w{windows-1}: the share (0..1) of members active in
+    window k, or null while window k has not ended (its last local day is today or later)."""
+
+    class Meta:
+        unknown = INCLUDE  # documents the dynamic wN keys: additionalProperties in the OpenAPI
 
     cohort_start_date = fields.Date(required=True)
     size = fields.Integer(required=True, metadata={"description": "Members of the cohort."})
@@ -142,10 +168,20 @@ class RetentionRowSchema(Schema):
 
 
 class SummarySchema(Schema):
-    first_date = fields.Date(allow_none=True, required=True,
-                             metadata={"description": "Local date of the earliest stored event (any range)."})
-    last_date = fields.Date(allow_none=True, required=True,
-                            metadata={"description": "Local date of the latest stored event (any range)."})
+    data_first_date = fields.Date(
+        allow_none=True, required=True,
+        metadata={"description": "Local date of the earliest stored event, whatever the range and segments "
+                                 "(null when nothing is stored)."})
+    data_last_date = fields.Date(
+        allow_none=True, required=True,
+        metadata={"description": "Local date of the latest stored event, whatever the range and segments "
+                                 "(null when nothing is stored)."})
     events = fields.Integer(required=True, metadata={"description": "Matching events in the range."})
     users = fields.Integer(required=True, metadata={"description": "Distinct users with a matching event "
                                                                    "in the range."})
+
+
+class TimezonesSchema(Schema):
+    timezones = fields.List(fields.String(), required=True,
+                            metadata={"description": "Every name `tz` accepts, sorted (the database's tz data)."})
+    project_timezone = fields.String(required=True, metadata={"description": "EVENTSAPP_TIMEZONE."})

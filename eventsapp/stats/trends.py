@@ -26,7 +26,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..errors import ApiError
-from .queries import Scope
+from . import router
+from .router import Question, Scope
 from .schemas import Segment
 
 MAX_BUCKETS = 2000
@@ -88,10 +89,15 @@ def _segments_sql(segments: Sequence[Segment], params: dict[str, Any]) -> str:
     return " AND ".join(parts)
 
 
+# Instants only narrow the index scan; the local date test beside them is the definition. A midnight that
+# DST skips or repeats can put ``D::timestamp AT TIME ZONE tz`` off by the shift: pad by more than any.
+PAD = "interval '3 hours'"
+
+
 def _instants(connection: sa.Connection, tz: str, first: date, end: date) -> tuple[datetime, datetime]:
-    """The first instant of local date ``first`` and of local date ``end`` in ``tz``, by PostgreSQL."""
+    """Instants around local dates [first, end): before the first's start and after the end's start."""
     return tuple(connection.execute(sa.text(
-        "SELECT CAST(:a AS timestamp) AT TIME ZONE :tz, CAST(:b AS timestamp) AT TIME ZONE :tz"),
+        f"SELECT (CAST(:a AS timestamp) AT TIME ZONE :tz) - {PAD}, (CAST(:b AS timestamp) AT TIME ZONE :tz) + {PAD}"),
         {"a": first, "b": end, "tz": tz}).one())
 
 
@@ -104,11 +110,12 @@ def buckets(connection: sa.Connection, tz: str, interval: str, first: date, last
             SELECT g, to_char(g AT TIME ZONE :tz, 'YYYY-MM-DD"T"HH24:MI:SS')
                       || CASE WHEN o < interval '0' THEN '-' ELSE '+' END || to_char(CASE WHEN o < interval '0' THEN -o ELSE o END, 'HH24:MI'),
                    (g AT TIME ZONE :tz)::date
-            FROM generate_series(CAST(:first AS timestamp) AT TIME ZONE :tz,
-                                 (CAST(:end AS timestamp) AT TIME ZONE :tz) - interval '1 microsecond',
+            FROM generate_series((CAST(:first AS timestamp) AT TIME ZONE :tz) - interval '3 hours',
+                                 (CAST(:end AS timestamp) AT TIME ZONE :tz) + interval '3 hours',
                                  interval '1 hour') AS g,
                  LATERAL (SELECT (g AT TIME ZONE :tz) - (g AT TIME ZONE 'UTC') AS o) AS offsets
-            ORDER BY g"""), {"tz": tz, "first": first, "end": last + timedelta(days=1)}).all()
+            WHERE CAST(g AT TIME ZONE :tz AS date) BETWEEN :first AND :last
+            ORDER BY g"""), {"tz": tz, "first": first, "last": last, "end": last + timedelta(days=1)}).all()
         return [Bucket(key, label, day) for key, label, day in rows]
     rows = connection.execute(sa.text("""
         SELECT CAST(g AS date) FROM generate_series(date_trunc(:unit, CAST(:first AS timestamp)),
@@ -134,11 +141,11 @@ def _value_sql(breakdown: Breakdown | None, params: dict[str, Any]) -> str:
     return "NULLIF(properties ->> :bkey, '')"
 
 
-def _source_sql(scope: Scope, measure: str, interval: str, breakdown: Breakdown | None, prop: str | None,
-                params: dict[str, Any]) -> str:
+def _source_sql(rollups: bool, scope: Scope, measure: str, interval: str, breakdown: Breakdown | None,
+                prop: str | None, params: dict[str, Any]) -> str:
     """Rows ``(d, hb, v, user_id, x, n)`` of the local dates [:lo, :last]: local date, hour bucket (hour
     interval only), breakdown value, user, the property's number, and how many events the row stands for."""
-    if scope.project_rollups and interval != "hour":
+    if rollups and interval != "hour":
         if measure == "events" and (breakdown is None or breakdown.kind == "event_type"):
             value = "event_type" if breakdown else "CAST(NULL AS text)"
             return f"""SELECT day AS d, NULL AS hb, {value} AS v, CAST(NULL AS text) AS user_id,
@@ -178,9 +185,9 @@ def _refuse(name: str, message: str) -> ApiError:
 # --- trends ------------------------------------------------------------------------------------------
 
 
-def trends(connection: sa.Connection, scope: Scope, *, from_: date, to: date, measure: str = "events",
-           property: str | None = None, interval: str = "day", breakdown: Breakdown | None = None,
-           limit: int = 25, compare: str | None = None) -> list[dict]:
+def _trends(connection: sa.Connection, scope: Scope, rollups: bool, *, from_: date, to: date, measure: str,
+            property: str | None, interval: str, breakdown: Breakdown | None, limit: int,
+            compare: str | None) -> list[dict]:
     """Return one zero-filled series per breakdown group: ``[{"bucket", "breakdown", "group", "value"
     [, "previous_bucket", "previous_value"]}]``, series in rank order then ``other`` then ``none``.
 
@@ -206,7 +213,7 @@ def trends(connection: sa.Connection, scope: Scope, *, from_: date, to: date, me
     params: dict[str, Any] = {"tz": scope.tz, "lo": lo, "first": from_, "last": to, "pfirst": first_considered,
                               "limit": limit}
     params["lo_at"], params["hi_at"] = _instants(connection, scope.tz, lo, to + timedelta(days=1))
-    source = _source_sql(scope, measure, interval, breakdown, property, params)
+    source = _source_sql(rollups, scope, measure, interval, breakdown, property, params)
     if _RANKS[measure] == "count(DISTINCT user_id)":
         rank_sql = """SELECT v, count(*) AS m FROM (SELECT DISTINCT v, user_id FROM ev WHERE r = 0 AND v IS NOT NULL)
                       AS pairs GROUP BY v"""
@@ -232,10 +239,10 @@ def trends(connection: sa.Connection, scope: Scope, *, from_: date, to: date, me
                        top.v AS vkey, top.rk
                 FROM ev LEFT JOIN top ON top.v = ev.v
             )"""
-    if measure == "users" and interval == "day" and breakdown is None and scope.project_rollups:
+    if measure == "users" and interval == "day" and breakdown is None and rollups:
         values, ranks = _project_daily_users(connection, params)
     elif measure in WINDOW_DAYS:
-        unique_pairs = breakdown is None and scope.project_rollups and interval != "hour"
+        unique_pairs = breakdown is None and rollups and interval != "hour"
         values, ranks = _window_values(connection, ctes, params, window, current + previous, unique_pairs)
     else:
         bucket = "hb" if interval == "hour" else _bucket_of_day(interval)
@@ -344,14 +351,14 @@ def _window_values(connection: sa.Connection, ctes: str, params: dict[str, Any],
 # --- stickiness --------------------------------------------------------------------------------------
 
 
-def stickiness(connection: sa.Connection, scope: Scope, *, from_: date, to: date,
-               interval: str = "day") -> list[dict]:
+def _stickiness(connection: sa.Connection, scope: Scope, rollups: bool, *, from_: date, to: date,
+                interval: str) -> list[dict]:
     """Return ``[{"intervals": n, "users": m}]`` for n = 1..(days or ISO weeks touching [from_, to]): the
     users with a matching event in exactly n of them."""
     count = len(buckets(connection, scope.tz, interval, from_, to))
     params: dict[str, Any] = {"tz": scope.tz, "lo": from_, "first": from_, "last": to}
     params["lo_at"], params["hi_at"] = _instants(connection, scope.tz, from_, to + timedelta(days=1))
-    source = _source_sql(scope, "users", interval, None, None, params)
+    source = _source_sql(rollups, scope, "users", interval, None, None, params)
     sql = f"""SELECT n, count(*) FROM (
                   SELECT user_id, count(DISTINCT {_bucket_of_day(interval)}) AS n FROM ({source}) AS s GROUP BY 1
               ) AS per_user GROUP BY n"""
@@ -362,8 +369,8 @@ def stickiness(connection: sa.Connection, scope: Scope, *, from_: date, to: date
 # --- lifecycle ---------------------------------------------------------------------------------------
 
 
-def lifecycle(connection: sa.Connection, scope: Scope, *, from_: date, to: date,
-              interval: str = "day") -> list[dict]:
+def _lifecycle(connection: sa.Connection, scope: Scope, rollups: bool, *, from_: date, to: date,
+               interval: str) -> list[dict]:
     """Return ``[{"bucket", "new", "returning", "resurrecting", "dormant"}]`` per bucket touching
     [from_, to] (PostHog's meanings): new = first-ever matching event (over all stored events) in this
     bucket; returning = active in this and the previous bucket; resurrecting = active, not new, not active
@@ -376,7 +383,7 @@ def lifecycle(connection: sa.Connection, scope: Scope, *, from_: date, to: date,
     params: dict[str, Any] = {"tz": scope.tz, "lo": before, "first": from_, "last": to, "step": step,
                               "b0": current[0].key}
     params["lo_at"], params["hi_at"] = _instants(connection, scope.tz, before, to + timedelta(days=1))
-    source = _source_sql(scope, "users", interval, None, None, params)
+    source = _source_sql(rollups, scope, "users", interval, None, None, params)
     # Days before `from` count only towards the bucket before the first one.
     bucket = _bucket_of_day(interval)
     candidates = "SELECT user_id FROM seq WHERE pb IS NULL AND b >= :b0"
@@ -387,7 +394,7 @@ def lifecycle(connection: sa.Connection, scope: Scope, *, from_: date, to: date,
         firsts = f"SELECT user_id, first_at FROM rollup_user_first WHERE user_id IN ({candidates})"
     next_b = "CAST(CAST(b AS timestamp) + CAST(:step AS interval) AS date)"
     prev_b = "CAST(CAST(s.b AS timestamp) - CAST(:step AS interval) AS date)"
-    if interval == "day" and scope.project_rollups:
+    if interval == "day" and rollups:
         # One row per (day, user) already, read in the (user_id, day) index's order: no sort.
         act = f"SELECT d AS b, user_id FROM ({source}) AS s"
         partition = "user_id"
@@ -424,3 +431,50 @@ def lifecycle(connection: sa.Connection, scope: Scope, *, from_: date, to: date,
         new, ret, res, dormant = counts.get(b.key, (0, 0, 0, 0))
         rows.append({"bucket": b.key, "new": new, "returning": ret, "resurrecting": res, "dormant": -dormant})
     return rows
+
+
+# --- routing (router.py): the project rollups where they hold the answer, else a scan of events ----------
+# The timezone-free rollups cannot tell a user's buckets apart inside a UTC day, so these questions have no
+# utc_day_rollup variant: the router never picks it (the fit is always False) and it is the scan.
+
+
+def _range_span(*, from_: date, to: date, **_: Any) -> tuple[date, date]:
+    return from_, to
+
+
+def _variant(question, rollups: bool):
+    def variant(connection: sa.Connection, scope: Scope, **arguments: Any) -> list[dict]:
+        return question(connection, scope, rollups, **arguments)
+    return variant
+
+
+def _question(name: str, question) -> Question:
+    scan = _variant(question, False)
+    return Question(name, _variant(question, True), scan, scan, _range_span, lambda calendar: False)
+
+
+TRENDS = _question("trends", _trends)
+STICKINESS = _question("stickiness", _stickiness)
+LIFECYCLE = _question("lifecycle", _lifecycle)
+QUESTIONS = {question.name: question for question in (TRENDS, STICKINESS, LIFECYCLE)}
+
+
+def trends(connection: sa.Connection, scope: Scope, *, from_: date, to: date, measure: str = "events",
+           property: str | None = None, interval: str = "day", breakdown: Breakdown | None = None,
+           limit: int = 25, compare: str | None = None, kind: str | None = None) -> list[dict]:
+    """Return one zero-filled series per breakdown group (see ``_trends``), from the routed variant."""
+    arguments = {"from_": from_, "to": to, "measure": measure, "property": property, "interval": interval,
+                 "breakdown": breakdown, "limit": limit, "compare": compare}
+    return router.answer(connection, TRENDS, scope, arguments, kind)
+
+
+def stickiness(connection: sa.Connection, scope: Scope, *, from_: date, to: date, interval: str = "day",
+               kind: str | None = None) -> list[dict]:
+    """Return ``[{"intervals", "users"}]`` (see ``_stickiness``), from the routed variant."""
+    return router.answer(connection, STICKINESS, scope, {"from_": from_, "to": to, "interval": interval}, kind)
+
+
+def lifecycle(connection: sa.Connection, scope: Scope, *, from_: date, to: date, interval: str = "day",
+              kind: str | None = None) -> list[dict]:
+    """Return ``[{"bucket", "new", "returning", "resurrecting", "dormant"}]`` (see ``_lifecycle``)."""
+    return router.answer(connection, LIFECYCLE, scope, {"from_": from_, "to": to, "interval": interval}, kind)

@@ -523,9 +523,9 @@
   async function defaultRange(signal) {
     const today = todayIn(state.tz);
     const summary = await api("/stats/summary", [["from", today], ["to", today], ["tz", state.tz]], signal);
-    const last = summary.last_date || today;
+    const last = summary.data_last_date || today;
     let first = addDays(last, -(DEFAULT_DAYS - 1));
-    if (summary.first_date && summary.first_date > first) first = summary.first_date;
+    if (summary.data_first_date && summary.data_first_date > first) first = summary.data_first_date;
     return [first, last];
   }
 
@@ -574,7 +574,7 @@
       const recent = recentAnswer || dau;
       calls += recentInRange ? 4 : 5;
       if (gen !== generation) return;
-      state.lastDate = summary.last_date;
+      state.lastDate = summary.data_last_date;
       state.rangeEvents = summary.events;
       setFigure("h-events", summary.events);
       setFigure("h-users", summary.users);
