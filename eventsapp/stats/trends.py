@@ -228,20 +228,22 @@ def _trends(connection: sa.Connection, scope: Scope, rollups: bool, *, from_: da
             g AS (SELECT s.*, {range_of} AS r, 'value' AS grp, CAST(NULL AS text) AS vkey, CAST(NULL AS bigint) AS rk
                   FROM ({source}) AS s)"""
     else:
-        # The local-date filter hides the row count from the planner (it guesses a few thousand), and it then
-        # sorts the materialised rows by value to rank them: 0.9M locale-aware text comparisons. Hashing is
-        # the right plan for any size here.
+        # Two reads of the rows instead of one materialised copy (a million rows spill to disk): rank the
+        # values first, then label each row by the ranked list. The local-date filter hides the row count
+        # from the planner, which would then sort a million values by locale to group them: hash instead.
         connection.exec_driver_sql("SET LOCAL enable_sort = off")
+        ranked = connection.execute(sa.text(f"""
+            WITH ev AS (SELECT s.*, {range_of} AS r FROM ({source}) AS s)
+            SELECT v FROM ({rank_sql}) AS ranked ORDER BY m DESC NULLS LAST, v COLLATE "C" LIMIT :limit"""),
+            params).scalars().all()
+        params["top"] = list(ranked)
         ctes = f"""
-            WITH ev AS MATERIALIZED (SELECT s.*, {range_of} AS r FROM ({source}) AS s),
-            top AS (
-                SELECT v, row_number() OVER (ORDER BY m DESC NULLS LAST, v COLLATE "C") AS rk
-                FROM ({rank_sql}) AS ranked ORDER BY rk LIMIT :limit
-            ), g AS (
+            WITH top AS (SELECT v, rk FROM unnest(CAST(:top AS text[])) WITH ORDINALITY AS t(v, rk)),
+            g AS (
                 SELECT ev.*, CASE WHEN ev.v IS NULL THEN 'none' WHEN top.v IS NOT NULL THEN 'value' ELSE 'other' END
                            AS grp,
                        top.v AS vkey, top.rk
-                FROM ev LEFT JOIN top ON top.v = ev.v
+                FROM (SELECT s.*, {range_of} AS r FROM ({source}) AS s) AS ev LEFT JOIN top ON top.v = ev.v
             )"""
     if measure == "users" and interval == "day" and breakdown is None and rollups:
         values, ranks = _project_daily_users(connection, params)
