@@ -2,6 +2,7 @@
 """Quick start with nothing but Python 3.11+:
 
     python3 dev.py serve   # venv + install, embedded PostgreSQL, sample data, http://127.0.0.1:8000
+                           # (with DATABASE_URL: that database, migrated first with `flask db upgrade`)
     python3 dev.py test    # venv + install, the whole test suite (extra args go to pytest)
 
 Uses only the standard library until the virtual environment exists.
@@ -52,6 +53,15 @@ def serve(args: list[str]) -> int:
     if not _port_free(host, int(port)):
         print(f"Error: Port {port} on {host} is already in use by another program. {hint}", file=sys.stderr)
         return 1
+    if env.get("DATABASE_URL"):
+        # The embedded database is migrated by the app itself; a database of the user's is migrated by
+        # `flask db upgrade` (as in production). This is the quick start: do it for them, and say so.
+        print("DATABASE_URL is set: bringing its schema up to date (flask db upgrade) ...", flush=True)
+        upgraded = subprocess.run([str(PYTHON), "-m", "flask", "db", "upgrade"], cwd=ROOT, env=env)
+        if upgraded.returncode != 0:
+            print("Error: `flask db upgrade` failed (see above); fix DATABASE_URL or the database, then run "
+                  "python3 dev.py serve again.", file=sys.stderr)
+            return upgraded.returncode
     print("loading the sample data set (data/sample_events.csv) ...", flush=True)
     subprocess.run(
         [str(PYTHON), "-m", "flask", "import-csv", "data/sample_events.csv", "-k", "sample-v1", "--quiet"],

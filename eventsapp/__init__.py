@@ -36,11 +36,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     security.init_app(app, api)
 
     _register_blueprints(app, api)
+    from .sdk.cors import init_cors
+    init_cors(app)  # after the blueprints: CORS covers the routes policy.py marks browser_ok
     register_error_handlers(app)
     _register_cli(app)
 
     if app.config.get("EVENTSAPP_EMBEDDED"):
         upgrade_embedded_schema(app)
+    from .database import adopt_project_timezone
+    adopt_project_timezone(app)  # the database's project timezone wins over EVENTSAPP_TIMEZONE
     if not observability.in_cli_command():
         observability.announce_start(app)  # `flask serve` announces when it starts serving
     return app
@@ -59,12 +63,19 @@ def _register_blueprints(app: Flask, api) -> None:
     from .sdk.routes import posthog_blp, segment_blp
     api.register_blueprint(segment_blp)
     api.register_blueprint(posthog_blp)
+    from .sdk.browser import blp as sdk_browser_blp
+    api.register_blueprint(sdk_browser_blp)
     # Swagger UI's assets come from the installed package, so /docs works with no internet.
     assets = Path(flask_swagger_ui.__file__).resolve().parent / "dist"
     app.register_blueprint(Blueprint("docs_assets", __name__, static_folder=str(assets),
                                      static_url_path="/docs-assets"))
     from .dashboard.routes import bp as dashboard_bp
     app.register_blueprint(dashboard_bp)
+    from .people.routes import admin_blp as people_admin_blp, blp as people_blp
+    api.register_blueprint(people_blp)
+    api.register_blueprint(people_admin_blp)
+    from .export.routes import blp as export_blp
+    api.register_blueprint(export_blp)
 
 
 def _register_cli(app: Flask) -> None:
@@ -74,4 +85,8 @@ def _register_cli(app: Flask) -> None:
     app.cli.add_command(rollups_cli)
     from .importer.cli import import_csv_command
     app.cli.add_command(import_csv_command)
+    from .people.cli import users_cli
+    app.cli.add_command(users_cli)
+    from .export.cli import export_events_command
+    app.cli.add_command(export_events_command)
 

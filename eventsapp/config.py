@@ -69,7 +69,35 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # first byte, and one client IP may hold this many connections (0: no limit; behind a proxy).
         "EVENTSAPP_REQUEST_READ_TIMEOUT": _int(env, "EVENTSAPP_REQUEST_READ_TIMEOUT", 60),
         "EVENTSAPP_MAX_CONNECTIONS_PER_IP": _int(env, "EVENTSAPP_MAX_CONNECTIONS_PER_IP", 20),
+        # Browser SDKs: the web origins allowed to send events (none by default; "*" for any), and the
+        # budget of a browser-safe key per client IP (on top of the key's own ingest budget).
+        "EVENTSAPP_CORS_ORIGINS": parse_origins(env.get("EVENTSAPP_CORS_ORIGINS", "")),
+        "EVENTSAPP_RATE_LIMIT_BROWSER_IP": env.get("EVENTSAPP_RATE_LIMIT_BROWSER_IP") or "1200/minute",
+        # Read replica: /stats/* reads go to this hot standby (writes and the fold stay on DATABASE_URL).
+        "EVENTSAPP_ANALYTICS_DATABASE_URL": normalize_database_url(analytics_url) if (
+            analytics_url := env.get("EVENTSAPP_ANALYTICS_DATABASE_URL", "").strip()) else None,
+        # The embedded PostgreSQL's settings over the ones sized from the machine (embedded_pg).
+        "EVENTSAPP_EMBEDDED_PG_SETTINGS": _pg_settings(env, "EVENTSAPP_EMBEDDED_PG_SETTINGS"),
     }
+
+
+def parse_origins(text: str) -> tuple[str, ...]:
+    """``https://app.example.com, http://localhost:3000`` -> normalised origins (as browsers send them)."""
+    origins = []
+    for item in text.replace(",", " ").split():
+        origin = item.strip().rstrip("/").lower()
+        if origin and origin not in origins:
+            origins.append(origin)
+    return tuple(origins)
+
+
+def _pg_settings(env: Mapping[str, str], name: str) -> dict[str, str | None]:
+    from .embedded_pg import parse_settings
+
+    try:
+        return parse_settings(env.get(name) or "")
+    except ValueError as exc:
+        raise SystemExit(f"{name}: {exc}") from None
 
 
 # UTF-8 whatever PGCLIENTENCODING says: the write path sends COPY data as UTF-8 bytes.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -81,3 +82,72 @@ def upgrade_embedded_schema(app: Flask) -> None:
             if current_revision(connection) == head_revision():
                 return
         upgrade(directory=str(MIGRATIONS_DIR))
+
+
+# --- analytics reads from a hot standby (EVENTSAPP_ANALYTICS_DATABASE_URL) --------------------------
+
+REPLAY_POLL_SECONDS = 0.02
+
+
+def analytics_engine(app: Flask) -> sa.Engine | None:
+    """The engine of EVENTSAPP_ANALYTICS_DATABASE_URL (made once per app), or None: reads use the primary."""
+    url = app.config.get("EVENTSAPP_ANALYTICS_DATABASE_URL")
+    if not url:
+        return None
+    engine = app.extensions.get("eventsapp_analytics_engine")
+    if engine is None:
+        from .config import ENGINE_OPTIONS, normalize_database_url
+
+        with _analytics_lock:
+            engine = app.extensions.get("eventsapp_analytics_engine")
+            if engine is None:
+                engine = sa.create_engine(normalize_database_url(url), **ENGINE_OPTIONS,
+                                          pool_size=10, max_overflow=10)
+                app.extensions["eventsapp_analytics_engine"] = engine
+    return engine
+
+
+_analytics_lock = threading.Lock()
+
+
+def primary_wal_lsn(connection: sa.Connection) -> str:
+    """The primary's current WAL position: everything committed so far is at or before it."""
+    return connection.exec_driver_sql("SELECT pg_current_wal_lsn()::text").scalar_one()
+
+
+def wait_for_replay(connection: sa.Connection, lsn: str, deadline: float) -> bool:
+    """Wait until the standby behind ``connection`` has replayed the primary's WAL up to ``lsn``.
+
+    True when it has (a server that is not in recovery, e.g. the primary itself, counts as caught up);
+    False when ``deadline`` (``time.monotonic()``) passed first. Polls: a standby offers no way to be
+    woken at an LSN.
+    """
+    while True:
+        caught_up = connection.exec_driver_sql(
+            "SELECT NOT pg_is_in_recovery() OR coalesce(pg_last_wal_replay_lsn() >= %(lsn)s::pg_lsn, false)",
+            {"lsn": lsn}).scalar_one()
+        if caught_up:
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(REPLAY_POLL_SECONDS, remaining))
+
+
+def adopt_project_timezone(app: Flask) -> None:
+    """Make the app's EVENTSAPP_TIMEZONE the project timezone stored in the database, if there is one.
+
+    The rollups hold local days of that one timezone, so the dashboard, the stats' default ``tz`` and an
+    import must use it whatever this process's environment says (``project_timezone`` logs a WARNING on a
+    mismatch). A database that is unreachable or not migrated yet is left for later: every read and fold
+    checks the stored timezone again.
+    """
+    from .extensions import db
+    from .stats import rollups
+
+    try:
+        with app.app_context(), db.engine.connect() as connection:
+            stored = rollups.rollup_timezone(connection)
+    except sa.exc.SQLAlchemyError:
+        return
+    app.config["EVENTSAPP_TIMEZONE"] = rollups.project_timezone(stored, app.config["EVENTSAPP_TIMEZONE"])

@@ -23,6 +23,8 @@ events = sa.Table(
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Index("ix_events_occurred_at", "occurred_at"),
     sa.Index("ix_events_event_type_occurred_at", "event_type", "occurred_at", postgresql_include=["user_id"]),
+    sa.Index("ix_events_user_id_occurred_at_event_id", "user_id", "occurred_at", "event_id",
+             postgresql_include=["event_type"]),  # migration 0004 (people)
 )
 
 # Rows inserted into ``events`` by the write function, waiting to be folded into the analytics
@@ -110,4 +112,27 @@ api_keys = sa.Table(
     sa.Column("scopes", pg.ARRAY(sa.Text), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    # Browser-safe keys (migration 0005): ingest only, from the listed web origins (empty: any).
+    sa.Column("browser", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("origins", pg.ARRAY(sa.Text), nullable=False, server_default="{}"),
+)
+
+# People and data rights (migration 0004): what a deletion keeps so that late retries stay deleted (a
+# SHA-256 of the user_id and the deletion time), and the audit of deletion requests (never deleted data).
+user_tombstones = sa.Table(
+    "user_tombstones",
+    metadata,
+    sa.Column("user_hash", sa.LargeBinary, primary_key=True),
+    sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_user_tombstones_deleted_at", "deleted_at"),
+)
+deletion_audit = sa.Table(
+    "deletion_audit",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("user_hash", sa.LargeBinary, nullable=False),
+    sa.Column("requested_by", sa.Text, nullable=False),
+    sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("events_deleted", sa.BigInteger, nullable=False),
+    sa.Column("found", sa.Boolean, nullable=False),
 )

@@ -99,15 +99,25 @@ def test_fold_leaves_uncommitted_writes_queued_and_picks_them_up_after_commit(en
         assert fold_outbox(connection) == 0
 
 
-def test_a_different_project_timezone_rebuilds_the_local_rollups(engine):
+def test_a_fold_with_another_timezone_keeps_the_stored_one_and_warns(engine, caplog, monkeypatch):
+    """The project timezone belongs to the database: a process with another EVENTSAPP_TIMEZONE (an import,
+    a second server) folds into the stored one and says so, instead of rebuilding back and forth."""
+    from eventsapp.stats import rollups
+
+    monkeypatch.setattr(rollups, "_mismatches_warned", set())
     _store(engine, [{"event_id": str(uuid.uuid4()), "occurred_at": "2025-10-01T22:30:00Z", "user_id": "x",
                      "event_type": "a", "properties": {}}])
     with engine.begin() as connection:
         fold_outbox(connection, "UTC")
-        assert connection.exec_driver_sql("SELECT day::text FROM rollup_dau").scalar_one() == "2025-10-01"
-        fold_outbox(connection, "Europe/Kyiv")
-        assert connection.exec_driver_sql("SELECT day::text FROM rollup_dau").scalar_one() == "2025-10-02"
-        assert connection.exec_driver_sql("SELECT project_tz FROM rollup_meta").scalar_one() == "Europe/Kyiv"
+        built_at = connection.exec_driver_sql("SELECT built_at FROM rollup_meta").scalar_one()
+    _store(engine, [{"event_id": str(uuid.uuid4()), "occurred_at": "2025-10-01T22:40:00Z", "user_id": "y",
+                     "event_type": "a", "properties": {}}])
+    with engine.begin() as connection:
+        assert fold_outbox(connection, "Europe/Kyiv") == 1  # folded, not rebuilt
+        assert connection.exec_driver_sql("SELECT day::text, users FROM rollup_dau").all() == [("2025-10-01", 2)]
+        assert connection.exec_driver_sql("SELECT project_tz, built_at FROM rollup_meta").one() == ("UTC", built_at)
+    assert any(r.levelname == "WARNING" and "Europe/Kyiv" in r.getMessage() and "set-timezone" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_cli_rebuild_and_fold(runner, engine):

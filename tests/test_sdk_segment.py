@@ -205,7 +205,7 @@ def test_transport_errors_are_not_retryable_statuses(live_server):
     url = live_server + "/v1/batch"
     cases = [
         (b"{not json", {"Content-Type": "application/json"}, 400),
-        (b"{}", {"Content-Type": "text/plain"}, 415),
+        (b"{}", {"Content-Type": "application/xml"}, 415),  # text/plain is JSON from a browser SDK
         (b"\x1f\x8b garbage", {"Content-Type": "application/json", "Content-Encoding": "gzip"}, 400),
         (b"[1, 2]", {"Content-Type": "application/json"}, 400),
         (b'{"batch": []}', {"Content-Type": "application/json"}, 400),

@@ -126,7 +126,8 @@ def test_openapi_documents_every_parameter_and_error(client):
     expected = {
         "/stats/dau": {"from", "to", "tz", "segment"},
         "/stats/top-events": {"from", "to", "tz", "segment", "limit"},
-        "/stats/retention": {"start_date", "windows", "window_size", "cohort", "cohorts", "tz", "segment"},
+        "/stats/retention": {"start_date", "windows", "window_size", "cohort", "cohorts", "tz", "segment",
+                              "start", "return", "mode"},
         "/stats/summary": {"from", "to", "tz", "segment"},
     }
     for path, names in expected.items():
@@ -178,3 +179,35 @@ def test_the_widest_allowed_dates_answer(client):
     assert client.get("/stats/dau?from=9999-11-01&to=9999-12-01&tz=Pacific/Kiritimati").status_code == 200
     assert client.get("/stats/dau?from=1900-01-01&to=1900-01-02&tz=Asia/Tokyo&segment=event_type:x").status_code == 200
     assert client.get("/stats/retention?start_date=9999-11-29&windows=3").status_code == 200
+
+
+def test_retention_windows_that_have_not_ended_are_null(client):
+    """Issue 12.5: a window that ends after now is null, not a 0.0 a client would read as nobody returned."""
+    from datetime import date, datetime, timedelta, timezone
+
+    today = datetime.now(timezone.utc).date()
+    start = today - timedelta(days=2)
+    # User a on every day from start to today (today's window has activity but has not ended).
+    client.post("/events", json=[make_event(occurred_at=f"{start + timedelta(days=i)}T00:30:00Z", user_id="a")
+                                 for i in range(3)])
+    daily = client.get(f"/stats/retention?start_date={start}&windows=4&tz=UTC").get_json()
+    assert daily == [{"cohort_start_date": start.isoformat(), "size": 1, "w0": 1.0, "w1": 1.0, "w2": None, "w3": None}]
+    two = client.get(f"/stats/retention?start_date={start}&windows=2&cohorts=2&tz=UTC").get_json()
+    assert [row["w1"] for row in two] == [1.0, None]
+    weekly = client.get(f"/stats/retention?start_date={today - timedelta(days=7)}&windows=2&window_size=weekly"
+                        "&cohort=active&tz=UTC").get_json()
+    assert weekly[0]["w1"] is None and weekly[0]["w0"] == (1.0 if weekly[0]["size"] else 0.0)
+    empty = client.get(f"/stats/retention?start_date={date(2025, 1, 1)}&windows=2").get_json()
+    assert empty[0]["w0"] == 0.0 and empty[0]["w1"] == 0.0  # ended long ago: an empty cohort is 0.0
+
+
+def test_openapi_says_what_summary_dates_and_retention_keys_are(client):
+    spec = client.get("/openapi.json").get_json()
+    schemas = spec["components"]["schemas"]
+    summary = schemas["Summary"]["properties"]
+    assert {"data_first_date", "data_last_date", "events", "users"} == set(summary)
+    assert "whatever the range" in summary["data_first_date"]["description"]
+    assert schemas["RetentionRow"]["additionalProperties"] is True
+    retention = spec["paths"]["/stats/retention"]["get"]["responses"]["200"]
+    assert "null" in retention["description"]
+    assert "/stats/timezones" in spec["paths"]

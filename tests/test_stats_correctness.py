@@ -187,9 +187,12 @@ def dataset(engine, client):
 
 
 @pytest.fixture(params=["UTC", "Europe/Kyiv"])
-def project_tz(request, app, monkeypatch):
-    """Run under two project timezones; switching one makes the next read rebuild the local rollups."""
+def project_tz(request, app, dataset, monkeypatch):
+    """Run under two project timezones, switched as an operator does (`flask rollups set-timezone`, which
+    rebuilds the local rollups; the database's timezone, not EVENTSAPP_TIMEZONE, decides)."""
     monkeypatch.setitem(app.config, "EVENTSAPP_TIMEZONE", request.param)
+    result = app.test_cli_runner().invoke(args=["rollups", "set-timezone", request.param])
+    assert result.exit_code == 0, result.output
     return request.param
 
 

@@ -347,9 +347,12 @@ def dataset(client):
 
 
 @pytest.fixture(params=["UTC", "Europe/Kyiv"])
-def project_tz(request, app, monkeypatch):
-    """Two project timezones: the rollups answer for the project one (switching makes the next read rebuild)."""
+def project_tz(request, app, dataset, monkeypatch):
+    """Two project timezones, switched as an operator does (`flask rollups set-timezone` rebuilds the local
+    rollups; the database's timezone decides): the rollups answer for that one."""
     monkeypatch.setitem(app.config, "EVENTSAPP_TIMEZONE", request.param)
+    result = app.test_cli_runner().invoke(args=["rollups", "set-timezone", request.param])
+    assert result.exit_code == 0, result.output
     return request.param
 
 

@@ -26,8 +26,14 @@ bp = Blueprint(
 
 
 def timezone_names(engine: sa.Engine) -> tuple[str, ...]:
-    """The names the stats API accepts (the database's list), so the selector never offers one it refuses."""
-    return tuple(sorted(accepted_timezones(engine)))
+    """The names the stats API accepts (the database's list), so the selector never offers one it refuses.
+
+    With the database down the page still renders (its data calls say what is wrong), offering no names.
+    """
+    try:
+        return tuple(sorted(accepted_timezones(engine)))
+    except sa.exc.DBAPIError:
+        return ()
 
 
 @lru_cache(maxsize=None)

@@ -131,7 +131,7 @@ def import_csv_command(source: tuple[str, ...], key: str | None, batch_size: int
             skip_invalid=skip_invalid, rejects_path=rejects_path, on_progress=bar.update if bar else None,
             on_reject=on_reject,
         )
-    except service.ImportError_ as exc:
+    except service.ImportFailed as exc:
         if bar:
             bar.close()
         for line in exc.details:

@@ -79,7 +79,7 @@ class _Counting(io.RawIOBase):
 
 class _Hashing(io.RawIOBase):
     """Hashes the decompressed bytes as they are read, and notes whether they hold a run of 19 digits
-    (a number orjson would round: see ``rules.loads_json``)."""
+    or a tiny exponent (numbers orjson would round: see ``rules.loads_json``)."""
 
     def __init__(self, inner: BinaryIO, digest, watch_digits: bool) -> None:
         self._inner = inner
@@ -97,8 +97,10 @@ class _Hashing(io.RawIOBase):
         buffer[:n] = data
         self._digest.update(data)
         if self._watch_digits and not self.long_digits:
-            # The bytes are read before the rows in them are parsed, so the flag is up in time.
-            self.long_digits = rules.has_long_digits(self._tail + data)
+            # The bytes are read before the rows in them are parsed, so the flag is up in time. A tiny
+            # exponent (1e-400) also needs the exact parser, which refuses it instead of storing 0.
+            window = self._tail + data
+            self.long_digits = rules.has_long_digits(window) or rules.has_tiny_exponent(window)
             self._tail = data[-(rules.LONG_DIGIT_RUN - 1):]
         return n
 

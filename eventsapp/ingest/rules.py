@@ -45,6 +45,10 @@ class NonFiniteNumber:
         self.literal = literal
 
 
+class TinyNumber(NonFiniteNumber):
+    """Stands in for a number too small for a double (1e-400): a float would silently store 0."""
+
+
 # orjson reads integers beyond 64 bits as floats, silently rounding them (and refuses 1e400); Python's
 # json keeps them exact, and PostgreSQL's jsonb stores them exactly. Such a number has at least 19
 # digits in a row.
@@ -52,6 +56,17 @@ LONG_DIGIT_RUN = 19
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _ZEROS = b"0" * LONG_DIGIT_RUN
 _LONG_DIGITS_TEXT = re.compile(r"[0-9]{%d}" % LONG_DIGIT_RUN)
+# A negative exponent of three digits or more may underflow a double (1e-400 reads as 0.0 in orjson);
+# such text goes to the exact parser, which refuses it instead of storing a silent zero.
+_TINY_EXPONENT = re.compile(r"[0-9][eE]-0*[1-9][0-9]{2}")
+_TINY_EXPONENT_BYTES = re.compile(rb"[0-9][eE]-0*[1-9][0-9]{2}")
+
+
+def has_tiny_exponent(data: bytes | str) -> bool:
+    """Whether ``data`` may hold a number below a double's range; a substring test first (C speed)."""
+    if isinstance(data, str):
+        return ("e-" in data or "E-" in data) and _TINY_EXPONENT.search(data) is not None
+    return (b"e-" in data or b"E-" in data) and _TINY_EXPONENT_BYTES.search(data) is not None
 
 
 def has_long_digits(data: bytes) -> bool:
@@ -63,7 +78,7 @@ def loads_json(data: bytes | str) -> Any:
     """Parse JSON keeping every number exact: orjson when it can, Python's json for big integers and for
     what orjson refuses (NaN/Infinity become NonFiniteNumber markers). Raises ValueError if not JSON."""
     long_digits = (_LONG_DIGITS_TEXT.search(data) is not None if isinstance(data, str)
-                   else has_long_digits(data))
+                   else has_long_digits(data)) or has_tiny_exponent(data)
     if not long_digits:
         try:
             return orjson.loads(data)
@@ -77,13 +92,20 @@ def loads_json(data: bytes | str) -> Any:
         raise
 
 
+_NONZERO_DIGIT = re.compile(r"[1-9]")
+
+
 def _finite_float(text: str) -> Any:
     value = float(text)
-    return value if math.isfinite(value) else NonFiniteNumber(text)
+    if not math.isfinite(value):
+        return NonFiniteNumber(text)
+    if value == 0.0 and _NONZERO_DIGIT.search(text.lower().partition("e")[0]):
+        return TinyNumber(text)  # underflow: not zero, but a double would store 0
+    return value
 
 
 def loads_lenient(data: bytes | str) -> Any:
-    """Parse JSON with Python's json: integers stay exact, NaN/Infinity/1e400 become markers."""
+    """Parse JSON with Python's json: integers stay exact, NaN/Infinity/1e400/1e-400 become markers."""
     return json.loads(data, parse_constant=NonFiniteNumber, parse_float=_finite_float)
 
 
@@ -170,6 +192,9 @@ def encode_properties(value: Any) -> str:
     try:
         encoded = _dumps(value)
     except (TypeError, ValueError, RecursionError) as exc:
+        if "TinyNumber" in str(exc):
+            raise Invalid("A number too small for a double (like 1e-400) would be stored as 0; "
+                          "send 0 or a larger number.") from None
         if "NonFiniteNumber" in str(exc):
             raise Invalid("NaN and Infinity are not valid JSON numbers (nor is a number past a "
                           "double's range, like 1e400).") from None

@@ -15,9 +15,9 @@ from prometheus_client import Counter
 from ..errors import document_errors
 from ..extensions import db
 from ..ingest import rules
-from ..ingest.body import read_json_body
 from ..security import authenticate, key_from_headers
-from . import service
+from ..security.auth import check_body_key_candidates, check_key_before_body
+from . import intake, service
 from .schemas import (
     PostHogBatchSchema,
     PostHogSuccessSchema,
@@ -51,9 +51,8 @@ def authenticate_sdk_key(raw_key: str | None) -> None:
 
 
 def _segment_key(body: object) -> str | None:
-    auth = request.authorization
-    if auth is not None and auth.type == "basic" and auth.username:
-        return auth.username
+    if _basic_username():
+        return _basic_username()
     key = body.get("writeKey") if isinstance(body, dict) else None
     return key if isinstance(key, str) else key_from_headers()
 
@@ -88,14 +87,33 @@ def _document_errors(blp: Blueprint):
     return document_errors(blp, _ERRORS)
 
 
+def _basic_username() -> str | None:
+    auth = request.authorization
+    return auth.username if auth is not None and auth.type == "basic" and auth.username else None
+
+
+def _receive(header_key: str | None, limit: int, key_fields: tuple[str, ...]) -> object:
+    """The parsed body, read only once the key allows it (see ``intake``: header key, or scanned body key)."""
+    key_checked = check_key_before_body(header_key, "ingest")
+    raw = intake.read_body(request, limit)
+    if not key_checked:
+        check_body_key_candidates(intake.key_candidates(raw, key_fields), "ingest")
+    return intake.parse(raw)
+
+
 def _segment(message_type: str | None) -> dict:
     received_at = datetime.now(rules.UTC)
-    body = read_json_body(request, service.SEGMENT_MAX_BATCH_BYTES).value
+    body = _receive(_basic_username() or key_from_headers(), service.SEGMENT_MAX_BATCH_BYTES, ("writeKey",))
     authenticate_sdk_key(_segment_key(body))
     return service.ingest_segment(db.engine, body, message_type, received_at)
 
 
+# analytics.js (the browser SDK) posts to the first letter of each call's type, and /v1/b when batching.
+SEGMENT_SHORT_PATHS = {"t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group", "a": "alias"}
+
+
 @segment_blp.route("/batch", methods=["POST"])
+@segment_blp.route("/b", methods=["POST"], endpoint="segment_b")
 @segment_blp.doc(requestBody={"required": True, "content": {"application/json": {"schema": SegmentBatchSchema}}})
 @segment_blp.response(200, SegmentSuccessSchema, description="Stored (messages already stored are skipped).")
 @_document_errors(segment_blp)
@@ -104,14 +122,15 @@ def segment_batch():
     return _segment(None)
 
 
-@segment_blp.route("/<any(track, identify, page, screen, group, alias):call>", methods=["POST"])
+@segment_blp.route("/<any(track, identify, page, screen, group, alias, t, i, p, s, g, a):call>",
+                   methods=["POST"])
 @segment_blp.doc(requestBody={"required": True,
                               "content": {"application/json": {"schema": SegmentMessageSchema}}})
 @segment_blp.response(200, SegmentSuccessSchema, description="Stored (a message already stored is skipped).")
 @_document_errors(segment_blp)
 def segment_call(call: str):
-    """Store one Segment call; its type is the path's last segment."""
-    return _segment(call)
+    """Store one Segment call; its type is the path's last segment (or its first letter)."""
+    return _segment(SEGMENT_SHORT_PATHS.get(call, call))
 
 
 @posthog_blp.route("/batch/", methods=["POST"], strict_slashes=False, endpoint="posthog_batch")
@@ -128,6 +147,6 @@ def segment_call(call: str):
 def posthog_capture():
     """Store PostHog events (batch or single capture)."""
     received_at = datetime.now(rules.UTC)
-    body = read_json_body(request, current_app.config["EVENTSAPP_MAX_BODY_BYTES"]).value
+    body = _receive(key_from_headers(), current_app.config["EVENTSAPP_MAX_BODY_BYTES"], ("api_key", "token"))
     authenticate_sdk_key(_posthog_key(body))
     return service.ingest_posthog(db.engine, body, received_at)

@@ -145,6 +145,14 @@ def _identifier(value: Any) -> Any:
     return value
 
 
+def _uuid5(namespace: uuid.UUID, text: str) -> str:
+    # uuid5 encodes its name as UTF-8, which a lone surrogate ("\ud800", valid JSON) cannot be.
+    try:
+        return str(uuid.uuid5(namespace, text))
+    except UnicodeEncodeError:
+        raise rules.Invalid(MSG_SURROGATE) from None
+
+
 def _canonical_id(namespace: uuid.UUID, message: Mapping[str, Any]) -> str:
     """A stable id from the message's content, so a resent message maps to the same event_id."""
     try:
@@ -152,7 +160,54 @@ def _canonical_id(namespace: uuid.UUID, message: Mapping[str, Any]) -> str:
                           default=lambda o: getattr(o, "literal", repr(o)))
     except (RecursionError, ValueError):
         raise rules.Invalid("Nested too deeply to derive an id; send a messageId/uuid.") from None
-    return str(uuid.uuid5(namespace, text))
+    return _uuid5(namespace, text)
+
+
+MSG_SURROGATE = "Not valid UTF-8 (lone surrogate)."
+
+
+def _has_surrogate(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return not value.isascii() and _bad_text(value)
+    if depth > 200:
+        return False  # deeper than any JSON we parse; the id check reports it as too deep
+    if isinstance(value, dict):
+        return any(_has_surrogate(key, depth + 1) or _has_surrogate(item, depth + 1)
+                   for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_surrogate(item, depth + 1) for item in value)
+    return False
+
+
+def _bad_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def surrogate_fields(message: Mapping[str, Any]) -> list[str]:
+    """The top-level fields of a message holding a lone surrogate anywhere (in a key or a value).
+
+    JSON allows ``"\ud800"`` but neither UTF-8 nor PostgreSQL can hold it, and a message must be refused
+    (400 naming the field) before any field is mapped, dropped or hashed into an id. orjson refuses to
+    write such text, so the common case costs one C-speed dump and no walk.
+    """
+    try:
+        orjson.dumps(message)
+        return []
+    except (TypeError, ValueError, RecursionError):
+        pass  # a surrogate, or a NaN marker / 64-bit+ integer / deep nesting: walk to tell which
+    return [str(key) if not _has_surrogate(key) else "_schema" for key, value in message.items()
+            if _has_surrogate(key) or _has_surrogate(value)]
+
+
+def _refuse_surrogates(message: Mapping[str, Any], errors: FieldErrors) -> bool:
+    fields = surrogate_fields(message)
+    for field in fields:
+        errors.setdefault(field, []).append(MSG_SURROGATE)
+    return bool(fields)
 
 
 def _object(value: Any, field: str, errors: FieldErrors) -> dict[str, Any]:
@@ -189,6 +244,8 @@ def segment_message_to_row(
     if not isinstance(message, dict):
         return None, {"_schema": [rules.MSG_NOT_OBJECT]}
     errors: FieldErrors = {}
+    if _refuse_surrogates(message, errors):
+        return None, errors
     try:
         size = len(orjson.dumps(message))
     except TypeError:
@@ -215,7 +272,7 @@ def segment_message_to_row(
         try:
             event_id = str(uuid.UUID(message_id))
         except ValueError:
-            event_id = str(uuid.uuid5(SEGMENT_NAMESPACE, message_id))
+            event_id = _uuid5(SEGMENT_NAMESPACE, message_id)
     else:
         errors["messageId"] = ["Not a valid string."]
 
@@ -294,6 +351,8 @@ def posthog_event_to_row(event: Any, received_at: datetime, *, batch_sent_at: An
     if not isinstance(event, dict):
         return None, {"_schema": [rules.MSG_NOT_OBJECT]}
     errors: FieldErrors = {}
+    if _refuse_surrogates(event, errors):
+        return None, errors
 
     raw_uuid = event.get("uuid")
     event_id: str | None = None

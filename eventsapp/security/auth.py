@@ -51,6 +51,39 @@ def authenticate(raw_key: str | None, scope: str) -> KeyIdentity:
     return identity
 
 
+def check_key_before_body(header_key: str | None, scope: str) -> bool:
+    """Before an SDK body is read: authenticate a key sent in a header (True), else refuse (429) a client
+    IP over its unknown-key limit. False when the key must come from the body, or auth is off."""
+    if not auth_enabled():
+        return False
+    if header_key:
+        authenticate(header_key, scope)
+        return True
+    check_auth_failures()
+    return False
+
+
+def check_body_key_candidates(candidates: list[str], scope: str) -> None:
+    """Before an SDK body is parsed: authenticate the first known key among the values found in its
+    text (scope, browser-key rules, rate-limit budget), else 401.
+
+    The parsed body's key is authenticated afterwards as usual and must be that same key. Several
+    unknown candidates cost one counted failure, as one request.
+    """
+    if not auth_enabled():
+        return
+    if not candidates:
+        raise _unauthorized("API key required: send it in the body (api_key/token/writeKey), as "
+                            "'Authorization: Bearer KEY' or 'X-API-Key: KEY'.")
+    ttl = current_app.config.get("EVENTSAPP_KEY_CACHE_SECONDS", 5)
+    known = next((key for key in candidates if _cache.lookup(db.engine, key, ttl) is not None), None)
+    if known is None:
+        count_auth_failure()
+        raise _unauthorized("API key is unknown or revoked.")
+    authenticate(known, scope)
+    g.sdk_body_key = known
+
+
 def _identify(raw_key: str | None, scope: str) -> KeyIdentity:
     if not auth_enabled():
         return ANONYMOUS
@@ -58,6 +91,10 @@ def _identify(raw_key: str | None, scope: str) -> KeyIdentity:
         raise _unauthorized("API key required: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.")
     check_auth_failures()
     header_key = key_from_headers()
+    prechecked = g.get("sdk_body_key")
+    if prechecked is not None and prechecked != raw_key:
+        count_auth_failure()  # the body's own key is not the one its text scan vouched for
+        raise _unauthorized("The request carries two different API keys; send one.")
     if header_key is not None and header_key != raw_key:
         # One identity per request: a second key beside the one used would otherwise be a free oracle
         # (looked up, never counted) or a way to spend another key's budget.
@@ -68,11 +105,30 @@ def _identify(raw_key: str | None, scope: str) -> KeyIdentity:
         count_auth_failure()
         raise _unauthorized("API key is unknown or revoked.")
     g.api_key_name = identity.name
+    if identity.browser:
+        _check_browser_key(identity)
     if not identity.allows(scope):
         raise ApiError(
             f"API key {identity.name!r} lacks the {scope!r} scope this endpoint needs.", status_code=403
         )
     return identity
+
+
+def _check_browser_key(identity: KeyIdentity) -> None:
+    """A browser-safe key works only where a page may send events, and only from its listed origins.
+
+    The Origin check stops other web sites from using the key in their visitors' browsers (a browser
+    cannot lie about Origin); a script outside a browser can, which is why these keys can only ingest
+    and are also rate-limited per client IP.
+    """
+    access = _access()
+    if access is None or not access.browser_ok:
+        raise ApiError(f"API key {identity.name!r} is a browser key: it can only send events.",
+                       status_code=403)
+    origin = (request.headers.get("Origin") or "").strip().rstrip("/").lower()
+    if identity.origins and origin not in identity.origins:
+        raise ApiError(f"API key {identity.name!r} may not be used from origin {origin or 'none'!r}.",
+                       status_code=403)
 
 
 def _access_for(endpoint: str | None, blueprint: str | None) -> Access | None:
@@ -100,8 +156,10 @@ def _gate_schema() -> None:
 
 def _authorize_request() -> None:
     access = _access()
-    if access is None or access.key_in_body:
-        return  # no route (404/405), or the view authenticates the key its body carries
+    if access is None or access.key_in_body or request.method == "OPTIONS":
+        # No route (404/405), the view authenticates the key its body carries, or a CORS preflight
+        # (browsers never send a key with one; it must answer 200 for the real request to follow).
+        return
     if access.scope is not None and auth_enabled():
         g.api_identity = authenticate(key_from_headers(), access.scope)
     elif access.budget is not None:

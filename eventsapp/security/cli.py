@@ -60,16 +60,23 @@ def _engine() -> Iterator[sa.Engine]:
     type=click.Choice(keys.SCOPES),
     help="Repeat for several: ingest (send events), read (stats), admin (everything).",
 )
-def create_command(name: str, scopes: tuple[str, ...]) -> None:
+@click.option("--browser", is_flag=True,
+              help="A key to embed in a web page (public): ingest only, browser endpoints only, "
+              "rate-limited per IP.")
+@click.option("--origin", "origins", multiple=True, metavar="URL",
+              help="With --browser: a web origin allowed to use the key "
+              "(repeat; e.g. https://app.example.com).")
+def create_command(name: str, scopes: tuple[str, ...], browser: bool, origins: tuple[str, ...]) -> None:
     """Create a key and print it once."""
     try:
         with _engine() as engine:
-            raw_key = keys.create_key(engine, name, list(scopes))
+            raw_key = keys.create_key(engine, name, list(scopes), browser=browser, origins=list(origins))
     except keys.KeyManagementError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(raw_key)
+    kind = (f" (browser-safe, from {', '.join(origins) if origins else 'any origin'})" if browser else "")
     click.echo(
-        f"Key {name!r} created with scopes {', '.join(sorted(set(scopes)))}. "
+        f"Key {name!r} created with scopes {', '.join(sorted(set(scopes)))}{kind}. "
         "It is shown only now; store it safely.",
         err=True,
     )
@@ -86,6 +93,8 @@ def list_command() -> None:
     click.echo(f"{'NAME':<24} {'SCOPES':<20} {'CREATED':<25} STATUS")
     for row in rows:
         status = f"revoked {row.revoked_at:%Y-%m-%d %H:%M:%S%z}" if row.revoked_at else "active"
+        if row.browser:
+            status += f" browser ({' '.join(row.origins) or 'any origin'})"
         click.echo(
             f"{row.name:<24} {','.join(row.scopes):<20} {row.created_at:%Y-%m-%d %H:%M:%S%z}     {status}"
         )

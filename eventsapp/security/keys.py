@@ -33,6 +33,10 @@ class KeyIdentity:
     name: str
     scopes: frozenset[str]
     anonymous: bool = False
+    # Browser-safe (README "Keys in a web page"): readable by anyone who opens the page, so it may only
+    # ingest, only on browser_ok endpoints, only from ``origins`` (empty: any), rate-limited per IP too.
+    browser: bool = False
+    origins: frozenset[str] = frozenset()
 
     def allows(self, scope: str) -> bool:
         # admin is a superset so one operator key can do everything.
@@ -48,6 +52,8 @@ class KeyInfo:
     scopes: list[str]
     created_at: datetime
     revoked_at: datetime | None
+    browser: bool = False
+    origins: tuple[str, ...] = ()
 
 
 def hash_secret(raw_key: str) -> str:
@@ -55,8 +61,35 @@ def hash_secret(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def create_key(engine: sa.Engine, name: str, scopes: list[str]) -> str:
-    """Create a key and return its secret (shown once; only its hash is stored)."""
+ORIGIN_PATTERN = re.compile(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$")
+
+
+def normalize_origins(origins: list[str]) -> list[str]:
+    """Web origins as browsers send them in ``Origin``: scheme://host[:port], lower case, no path."""
+    result = []
+    for origin in origins:
+        value = origin.strip().rstrip("/").lower()
+        if not ORIGIN_PATTERN.match(value):
+            raise KeyManagementError(
+                f"Origin {origin!r} is not scheme://host[:port] (e.g. https://app.example.com).")
+        if value not in result:
+            result.append(value)
+    return result
+
+
+def create_key(engine: sa.Engine, name: str, scopes: list[str], *, browser: bool = False,
+               origins: list[str] | None = None) -> str:
+    """Create a key and return its secret (shown once; only its hash is stored).
+
+    ``browser``: a key for a web page, which anyone can read there: only the ``ingest`` scope, and only
+    from ``origins`` when given.
+    """
+    if origins and not browser:
+        raise KeyManagementError("--origin applies to browser keys only: add --browser.")
+    if browser and sorted(set(scopes)) != ["ingest"]:
+        raise KeyManagementError(
+            "A browser key can only have the ingest scope (anyone can read it in the page).")
+    allowed_origins = normalize_origins(origins or [])
     if not NAME_PATTERN.match(name or ""):
         raise KeyManagementError("Key name must be 1-64 characters: letters, digits, '_', '.', '-'.")
     wanted = sorted(set(scopes))
@@ -68,7 +101,8 @@ def create_key(engine: sa.Engine, name: str, scopes: list[str]) -> str:
     raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
     statement = (
         postgresql.insert(api_keys)
-        .values(name=name, key_hash=hash_secret(raw_key), scopes=wanted)
+        .values(name=name, key_hash=hash_secret(raw_key), scopes=wanted, browser=browser,
+                origins=allowed_origins)
         .on_conflict_do_nothing(index_elements=["name"])
     )
     with engine.begin() as connection:
@@ -82,11 +116,13 @@ def create_key(engine: sa.Engine, name: str, scopes: list[str]) -> str:
 def list_keys(engine: sa.Engine) -> list[KeyInfo]:
     """Every key, oldest first, without secrets."""
     query = sa.select(
-        api_keys.c.name, api_keys.c.scopes, api_keys.c.created_at, api_keys.c.revoked_at
+        api_keys.c.name, api_keys.c.scopes, api_keys.c.created_at, api_keys.c.revoked_at,
+        api_keys.c.browser, api_keys.c.origins,
     ).order_by(api_keys.c.created_at, api_keys.c.name)
     with engine.connect() as connection:
         return [
-            KeyInfo(row.name, list(row.scopes), row.created_at, row.revoked_at)
+            KeyInfo(row.name, list(row.scopes), row.created_at, row.revoked_at, row.browser,
+                    tuple(row.origins))
             for row in connection.execute(query)
         ]
 
@@ -105,7 +141,8 @@ def revoke_key(engine: sa.Engine, name: str) -> bool:
 def find_key(engine: sa.Engine, raw_key: str) -> KeyIdentity | None:
     """The active key whose secret is ``raw_key``, or None."""
     wanted = hash_secret(raw_key)
-    query = sa.select(api_keys.c.name, api_keys.c.key_hash, api_keys.c.scopes).where(
+    query = sa.select(api_keys.c.name, api_keys.c.key_hash, api_keys.c.scopes, api_keys.c.browser,
+                      api_keys.c.origins).where(
         api_keys.c.key_hash == wanted, api_keys.c.revoked_at.is_(None)
     )
     with engine.connect() as connection:
@@ -114,7 +151,8 @@ def find_key(engine: sa.Engine, raw_key: str) -> KeyIdentity | None:
     # independent of how many leading characters matched.
     if row is None or not hmac.compare_digest(row.key_hash, wanted):
         return None
-    return KeyIdentity(name=row.name, scopes=frozenset(row.scopes))
+    return KeyIdentity(name=row.name, scopes=frozenset(row.scopes), browser=row.browser,
+                       origins=frozenset(row.origins))
 
 
 class KeyCache:

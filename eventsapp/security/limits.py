@@ -24,7 +24,8 @@ from .keys import KeyIdentity
 from .policy import BUDGET_LIMITS, access_for
 
 AUTH_FAILURES = "auth_failures"
-BUDGET_NAMES = (*BUDGET_LIMITS, AUTH_FAILURES)
+BROWSER_IP = "browser_ip"  # browser-safe keys: per client IP, besides the key's own budget
+BUDGET_NAMES = (*BUDGET_LIMITS, AUTH_FAILURES, BROWSER_IP)
 
 # Counters only: key_func is never called, as no limit is registered with Flask-Limiter.
 limiter = Limiter(key_func=lambda: "", headers_enabled=False, strategy="moving-window")
@@ -81,6 +82,19 @@ def charge(identity: KeyIdentity) -> None:
     }
     if refused is not None:
         raise _too_many(budget, refused, identifiers, f"Rate limit exceeded ({refused})")
+    if identity.browser:
+        _charge_browser_ip()
+
+
+def _charge_browser_ip() -> None:
+    """A browser key is public, so one client must not spend its whole budget: a second budget per IP."""
+    identifiers = _identifiers(BROWSER_IP, f"ip:{_client_address()}")
+    items = _limits("EVENTSAPP_RATE_LIMIT_BROWSER_IP")
+    refused = next((item for item in items if not limiter.limiter.test(item, *identifiers)), None)
+    if refused is not None:
+        raise _too_many(BROWSER_IP, refused, identifiers, f"Rate limit per client exceeded ({refused})")
+    for item in items:
+        limiter.limiter.hit(item, *identifiers)
 
 
 def check_auth_failures() -> None:

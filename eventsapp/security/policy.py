@@ -24,6 +24,9 @@ class Access:
     key_in_body: bool = False
     # Answered with 503 until the database schema is at the migrations' head.
     needs_schema: bool = True
+    # Reachable from a web page: CORS headers per EVENTSAPP_CORS_ORIGINS, a cross-origin request from
+    # an origin not listed is refused, and browser-safe keys are accepted (they are refused elsewhere).
+    browser_ok: bool = False
 
 
 # Budget name -> the config key holding its limit (any `limits` string, read per request).
@@ -35,15 +38,22 @@ BUDGET_LIMITS: dict[str, str] = {
 _OPEN = Access(scope=None, needs_schema=False)
 
 BLUEPRINTS: dict[str, Access] = {
-    "ingest": Access(scope="ingest", budget="ingest"),
-    "sdk_segment": Access(scope="ingest", budget="ingest", key_in_body=True),
-    "sdk_posthog": Access(scope="ingest", budget="ingest", key_in_body=True),
+    "ingest": Access(scope="ingest", budget="ingest", browser_ok=True),
+    "sdk_segment": Access(scope="ingest", budget="ingest", key_in_body=True, browser_ok=True),
+    "sdk_posthog": Access(scope="ingest", budget="ingest", key_in_body=True, browser_ok=True),
+    # posthog-js remote config / flags and analytics.js settings: fixed answers, no key, no database.
+    "sdk_browser": Access(scope=None, needs_schema=False, browser_ok=True),
     "stats": Access(scope="read", budget="stats"),
     # /ready reports the schema itself (503 with the reason); /health must answer while it is not ready.
     "health": _OPEN,
     "api-docs": _OPEN,
     "docs_assets": _OPEN,
     "dashboard": _OPEN,
+    # People (issue 15): reading a user's events needs `read`; DELETE /users/{id} needs `admin` (below).
+    "people": Access(scope="read", budget="stats"),
+    "people_admin": Access(scope="admin"),
+    # Export hands out raw events as GET /users/{id}/events does, only more at once: `read` as well.
+    "export": Access(scope="read", budget="stats"),
 }
 UNMAPPED = Access(scope="admin")
 UNMAPPED_SCOPE = UNMAPPED.scope

@@ -10,7 +10,9 @@ abbreviation to ``AT TIME ZONE``. Names the two readings could disagree on are r
 """
 from __future__ import annotations
 
+import threading
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
@@ -144,16 +146,53 @@ class Calendar:
         return self.start_of(self.last + timedelta(days=1))
 
     @property
+    def two_days_per_date(self) -> bool:
+        """True when each local date is on at most the after side of one UTC day u and the before side of
+        u + 1 (a local day under 24 h + a DST shift long never touches three UTC days)."""
+        sources: dict[date, list[tuple[date, str]]] = {}
+        for split in self.splits:
+            if split.before != split.after:
+                sources.setdefault(split.before, []).append((split.day, "before"))
+            sources.setdefault(split.after, []).append((split.day, "after"))
+        for day_sides in sources.values():
+            if len(day_sides) > 2:
+                return False
+            if len(day_sides) == 2:
+                (first_day, first_side), (second_day, second_side) = sorted(day_sides)
+                if (first_side, second_side) != ("after", "before") or (second_day - first_day).days != 1:
+                    return False
+        return True
+
+    @property
     def utc_days(self) -> tuple[date, date]:
         """The first and last UTC day of the span's splits (what the per-UTC-day rollup is read over)."""
         return self.splits[0].day, self.splits[-1].day
 
 
+# A calendar depends only on the server's tz data, fixed while it runs: the last few hundred per engine are
+# kept (the CALENDAR_SQL costs ~10 ms for a month, more than a rollup read).
+CALENDAR_CACHE_SIZE = 512
+_calendars: weakref.WeakKeyDictionary[sa.Engine, OrderedDict[tuple[str, date, date], Calendar]] = (
+    weakref.WeakKeyDictionary())
+_calendars_lock = threading.Lock()
+
+
 def read_calendar(connection: sa.Connection, tz: str, first: date, last: date) -> Calendar:
     """Ask PostgreSQL how the UTC days around local dates [first, last] fall on local dates in ``tz``."""
+    key = (tz, first, last)
+    with _calendars_lock:
+        cache = _calendars.setdefault(connection.engine, OrderedDict())
+        if (cached := cache.get(key)) is not None:
+            cache.move_to_end(key)
+            return cached
     lo, hi = first - timedelta(days=2), last + timedelta(days=2)
     rows = connection.execute(sa.text(CALENDAR_SQL), {"tz": tz, "lo": lo, "hi": hi}).all()
     splits = tuple(UtcDaySplit(day, t, before, after) for day, before, after, t, _ok, _clean in rows)
     exact = all(ok for *_, ok, _clean in rows)
     clean = all(clean for *_, clean in rows)
-    return Calendar(tz, first, last, splits, exact, clean)
+    calendar = Calendar(tz, first, last, splits, exact, clean)
+    with _calendars_lock:
+        cache[key] = calendar
+        if len(cache) > CALENDAR_CACHE_SIZE:
+            cache.popitem(last=False)
+    return calendar

@@ -53,8 +53,8 @@ class Question:
     """A question's variants, the local dates it reads (``span``), and when the tz-free rollups fit."""
 
     name: str
-    project_rollup: Variant
-    utc_day_rollup: Variant
+    project_rollup: Variant | None  # None: no rollup can answer it (funnels); the scan always does
+    utc_day_rollup: Variant | None
     scan: Variant
     span: Callable[..., tuple[date, date]]
     utc_day_rollup_fits: Callable[[Calendar], bool] = lambda calendar: calendar.exact
@@ -62,9 +62,9 @@ class Question:
 
 def route(connection: sa.Connection, question: Question, scope: Scope, arguments: dict[str, Any]) -> tuple[str, Scope]:
     """Return the kind of variant that answers ``question`` in ``scope`` exactly, and the scope it runs in."""
-    if scope.project_rollups:
+    if scope.project_rollups and question.project_rollup is not None:
         return "project_rollup", scope
-    if not scope.segments:
+    if not scope.segments and question.utc_day_rollup is not None:
         first, last = question.span(**arguments)
         calendar = read_calendar(connection, scope.tz, first, last)
         if question.utc_day_rollup_fits(calendar):
@@ -77,6 +77,8 @@ def answer(connection: sa.Connection, question: Question, scope: Scope, argument
     """Answer ``question`` with the routed variant, or with the variant of ``kind`` (tests compare them)."""
     if kind is None:
         kind, scope = route(connection, question, scope, arguments)
+    elif kind not in KINDS:
+        raise ValueError(f"unknown variant kind {kind!r}; one of {KINDS}")
     elif kind == "utc_day_rollup":
         first, last = question.span(**arguments)
         scope = dataclasses.replace(scope, calendar=read_calendar(connection, scope.tz, first, last))

@@ -8,6 +8,7 @@ from flask_smorest import Blueprint
 from marshmallow import RAISE, fields
 from webargs.flaskparser import FlaskParser
 
+from ..database import analytics_engine
 from ..errors import ApiError, document_errors
 from ..extensions import db
 from . import queries
@@ -61,7 +62,8 @@ _document_errors = document_errors(blp, _ERRORS)
 def _answer(question, **arguments: Any):
     config = current_app.config
     return queries.run_read(db.engine, question, project_tz=config["EVENTSAPP_TIMEZONE"],
-                            timeout_ms=config["EVENTSAPP_QUERY_TIMEOUT_MS"], **arguments)
+                            timeout_ms=config["EVENTSAPP_QUERY_TIMEOUT_MS"],
+                            analytics_engine=analytics_engine(current_app), **arguments)
 
 
 @blp.route("/dau")
@@ -155,3 +157,27 @@ def stickiness(**arguments: Any):
 def lifecycle(**arguments: Any):
     """Split each bucket's users into new, returning, resurrecting and dormant."""
     return _answer(trend_queries.lifecycle, **arguments)
+
+# --- funnels (issue 14) ---------------------------------------------------------------------------
+
+from . import funnels as _funnels  # noqa: E402  (appended section: keeps merges with other sections local)
+from .funnel_schemas import FunnelArgs, FunnelRowSchema  # noqa: E402
+
+_FUNNEL_ERRORS = {
+    **_ERRORS,
+    400: _ERRORS[400] + " For funnels also: fewer than 2 or more than 10 `step`s, a malformed step or "
+    "`exclude` filter, `exclude` naming a step outside 1..n or with i ≥ j, `window` outside 1..7776000, an "
+    "unknown `order`, a `breakdown` other than properties.KEY, `limit` outside 1..100.",
+}
+
+
+@blp.route("/funnel")
+@blp.arguments(FunnelArgs, location="query", as_kwargs=True)
+@blp.response(200, FunnelRowSchema(many=True),
+              description="One row per step for each breakdown group (values by rank, then other, then none); "
+                          "entries are step-1 events with a local date in [from, to], later steps may fall "
+                          "after `to`.")
+@document_errors(blp, _FUNNEL_ERRORS)
+def funnel(**arguments: Any):
+    """Count users through ordered steps within a conversion window."""
+    return _answer(_funnels.funnel, **arguments)

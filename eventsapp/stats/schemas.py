@@ -114,6 +114,15 @@ class SummaryArgs(RangeArgs):
     pass
 
 
+class _EventFilterField(fields.String):
+    """A filter like a funnel step: conditions in the segment syntax joined by ``;`` (issue 14)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        from .funnel_schemas import parse_step_filter  # it builds on this module's parse_segment
+
+        return parse_step_filter(super()._deserialize(value, attr, data, **kwargs))
+
+
 class RetentionArgs(_QueryArgs):
     start_date = fields.Date(required=True, metadata={"description": "Local date the first cohort starts. Every window must end by "
                                                       f"{MAX_DATE}; dates from {MIN_DATE}."})
@@ -130,6 +139,17 @@ class RetentionArgs(_QueryArgs):
                              metadata={"description": "Cohorts, each one step after the previous, 1..52."})
     tz = _tz_field()
     segment = _segment_field()
+    # Issue 14: start and return events, and the return mode (eventsapp/stats/retention_events.py).
+    start = _EventFilterField(load_default=None, metadata={
+        "description": "Start event filter (segment syntax, conditions joined by `;`): decides membership, "
+                       "with `cohort` keeping its meaning for it. Default: any event (the segments alone).",
+        "example": "event_type:signup"})
+    return_ = _EventFilterField(load_default=None, data_key="return", metadata={
+        "description": "Return event filter: what a member must do to count as returned. Default: any "
+                       "event (the segments alone).", "example": "event_type:purchase"})
+    mode = fields.String(load_default="on", validate=validate.OneOf(["on", "on_or_after"]), metadata={
+        "description": "on: a return event in window k; on_or_after: in window k or any later date "
+                       "(unbounded)."})
 
     @validates_schema(skip_on_field_errors=True)
     def _check_span(self, data: dict, **kwargs: Any) -> None:

@@ -452,6 +452,11 @@
           td.classList.add("future");
           td.title = "After the last day with data: not observed yet";
           td.appendChild(html("span", { className: "visually-hidden" }, "not observed yet"));
+        } else if (value === null) {
+          // The API answers null for a window that has not ended: a share so far would read as a drop.
+          td.classList.add("future");
+          td.title = "This window has not ended yet";
+          td.appendChild(html("span", { className: "visually-hidden" }, "not ended yet"));
         } else {
           td.textContent = percentFormat.format(value);
           td.style.setProperty("--v", String(value));

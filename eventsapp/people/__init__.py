@@ -1,0 +1,1 @@
+"""People: a user's summary and timeline, and deletion on request (tombstones, audit)."""
