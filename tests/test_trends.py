@@ -495,6 +495,8 @@ def test_stickiness_and_lifecycle_match_python(client, dataset, project_tz):
     ("tz=Mars/Base", "tz"),
     ("segment=plan", "segment"),
     ("colour=red", "colour"),
+    ("measure=sum&property=pr%00ice", "property"),
+    ("breakdown=properties.pl%00atform", "breakdown"),
 ])
 def test_bad_trends_parameters_are_400s_naming_them(client, query, name):
     response = client.get(f"/stats/trends?from=2025-10-01&to=2025-10-31&{query}")

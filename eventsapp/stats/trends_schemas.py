@@ -21,6 +21,8 @@ MEASURE_HELP = (
 class BreakdownField(fields.String):
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Breakdown:
         text = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in text:  # PostgreSQL text cannot hold NUL: no stored property has such a key
+            raise ValidationError("Must not contain a NUL character.")
         if text == "event_type":
             return Breakdown("event_type")
         if text.startswith("properties.") and len(text) > len("properties."):
@@ -31,7 +33,9 @@ class BreakdownField(fields.String):
 class TrendsArgs(RangeArgs):
     measure = fields.String(load_default="events", validate=validate.OneOf(MEASURES),
                             metadata={"description": MEASURE_HELP})
-    property = fields.String(load_default=None, validate=validate.Length(1, 1000),
+    property = fields.String(load_default=None,
+                             validate=[validate.Length(1, 1000),
+                                       validate.Regexp(r"^[^\x00]*$", error="Must not contain a NUL character.")],
                              metadata={"description": "Property key whose numbers the property measures "
                                                       "aggregate (required by them, refused otherwise)."})
     interval = fields.String(
