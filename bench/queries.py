@@ -8,6 +8,7 @@ warm-up calls, one keep-alive connection.
 
     python bench/queries.py [--sizes 100000,1000000] [--users default,100000] [--calls 30] [--project-tz UTC]
                             [--other-tz America/New_York]
+    python bench/queries.py --sizes 1000000 --users 100000 --only trends   # issue 13's goals (100k users per 1M)
 """
 from __future__ import annotations
 
@@ -38,6 +39,32 @@ QUERIES = (
     # Issue 14 (bench/funnels.py measures them in the 100k-users shape).
     ("funnel 3 steps, 1-day window", "/stats/funnel?from=2025-08-01&to=2025-08-30&step=event_type:app_open"
      "&step=event_type:add_to_cart&step=event_type:purchase"),
+)
+# Issue 13: trends, stickiness, lifecycle over the same 30 days (name, path; "{other_tz}" is filled in).
+TREND_QUERIES = (
+    ("trends events/day", "/stats/trends?from=2025-08-01&to=2025-08-30&measure=events"),
+    ("trends users/day", "/stats/trends?from=2025-08-01&to=2025-08-30&measure=users"),
+    ("trends users/week", "/stats/trends?from=2025-08-01&to=2025-08-30&measure=users&interval=week"),
+    ("trends wau 30 points", "/stats/trends?from=2025-08-01&to=2025-08-30&measure=wau"),
+    ("trends mau 30 points", "/stats/trends?from=2025-08-01&to=2025-08-30&measure=mau"),
+    ("trends events by event_type", "/stats/trends?from=2025-08-01&to=2025-08-30&breakdown=event_type"),
+    ("trends users by event_type", "/stats/trends?from=2025-08-01&to=2025-08-30&measure=users&breakdown=event_type"),
+    ("trends events by platform", "/stats/trends?from=2025-08-01&to=2025-08-30&breakdown=properties.platform"),
+    ("trends users by platform",
+     "/stats/trends?from=2025-08-01&to=2025-08-30&measure=users&breakdown=properties.platform"),
+    ("trends p90 price by platform",
+     "/stats/trends?from=2025-08-01&to=2025-08-30&measure=p90&property=price&breakdown=properties.platform"),
+    ("trends events, compare", "/stats/trends?from=2025-08-16&to=2025-08-30&compare=previous"),
+    ("trends events/hour 7 days", "/stats/trends?from=2025-08-24&to=2025-08-30&interval=hour"),
+    ("trends users/day, other tz", "/stats/trends?from=2025-08-01&to=2025-08-30&measure=users&tz={other_tz}"),
+    ("trends wau, other tz", "/stats/trends?from=2025-08-01&to=2025-08-30&measure=wau&tz={other_tz}"),
+    ("trends users/day, property seg",
+     "/stats/trends?from=2025-08-01&to=2025-08-30&measure=users&segment=properties.platform=ios"),
+    ("stickiness daily", "/stats/stickiness?from=2025-08-01&to=2025-08-30"),
+    ("stickiness weekly", "/stats/stickiness?from=2025-08-01&to=2025-08-30&interval=week"),
+    ("lifecycle daily", "/stats/lifecycle?from=2025-08-01&to=2025-08-30"),
+    ("lifecycle weekly", "/stats/lifecycle?from=2025-08-01&to=2025-08-30&interval=week"),
+    ("lifecycle daily, other tz", "/stats/lifecycle?from=2025-08-01&to=2025-08-30&tz={other_tz}"),
 )
 VARIANTS = (
     ("project tz", ""),
@@ -118,10 +145,17 @@ def bench_size(rows: int, users: int | None, args, cache: Path) -> tuple[list[tu
         wait_ready(args.port, timeout=120)
         info["tables"] = table_rows(data_dir)
         results = []
-        for variant, suffix in VARIANTS:
+        for variant, suffix in VARIANTS if args.only != "trends" else ():
             for name, path in QUERIES:
                 p50, p95 = time_calls(args.port, path + suffix.format(other_tz=args.other_tz), args.calls)
                 results.append((rows, users or "default", name, variant, p50, p95))
+        for name, path in TREND_QUERIES if args.only != "stats" else ():
+            try:
+                p50, p95 = time_calls(args.port, path.format(other_tz=args.other_tz), args.calls)
+            except SystemExit as failure:  # a 503 past EVENTSAPP_QUERY_TIMEOUT_MS: reported, not fatal
+                print(failure, file=sys.stderr)
+                p50 = p95 = float("inf")
+            results.append((rows, users or "default", name, "other tz" if "tz=" in path else "project tz", p50, p95))
         began = time.perf_counter()
         subprocess.run([str(BIN / "flask"), "rollups", "rebuild"], cwd=REPO_ROOT, env=env, check=True,
                        stdout=subprocess.DEVNULL)
@@ -143,6 +177,8 @@ def main() -> None:
     parser.add_argument("--project-tz", default="UTC")
     parser.add_argument("--other-tz", default="America/New_York")
     parser.add_argument("--port", type=int, default=8797)
+    parser.add_argument("--only", choices=("all", "stats", "trends"), default="all",
+                        help="Time only the DAU/top/retention questions, or only trends/stickiness/lifecycle.")
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "eventsapp-bench-data"),
                         help="Folder for the generated CSV files (kept between runs).")
     args = parser.parse_args()

@@ -115,6 +115,49 @@ def timezones():
             "project_timezone": current_app.config["EVENTSAPP_TIMEZONE"]}
 
 
+# --- trends, stickiness, lifecycle (issue 13) -----------------------------------------------------------
+
+from . import trends as trend_queries  # noqa: E402  (kept in this block so merges stay local)
+from .trends_schemas import (LifecycleArgs, LifecycleRowSchema, StickinessArgs, StickinessRowSchema,  # noqa: E402
+                             TrendRowSchema, TrendsArgs)
+
+_TREND_ERRORS = {
+    **_ERRORS,
+    400: "A malformed parameter (errors.query names it): unknown measure, interval or timezone; a property "
+    "measure without `property` (or `property` with another measure); wau/mau with interval week or month; "
+    "a malformed breakdown or segment; limit out of 1..100; more than 2,000 buckets; `from` after `to` or a "
+    "range over 366 days; an unknown parameter.",
+}
+
+
+@blp.route("/trends")
+@blp.arguments(TrendsArgs, location="query", as_kwargs=True)
+@blp.response(200, TrendRowSchema(many=True),
+              description="One zero-filled series per breakdown group, buckets in order: the top values by "
+              "rank, then `other`, then `none`.")
+@document_errors(blp, _TREND_ERRORS)
+def trends(**arguments: Any):
+    """Measure events, users or a property per bucket, split and compared."""
+    return _answer(trend_queries.trends, **arguments)
+
+
+@blp.route("/stickiness")
+@blp.arguments(StickinessArgs, location="query", as_kwargs=True)
+@blp.response(200, StickinessRowSchema(many=True), description="n = 1..intervals in range, zero-filled.")
+@_document_errors
+def stickiness(**arguments: Any):
+    """Count users by how many days or weeks they were active."""
+    return _answer(trend_queries.stickiness, **arguments)
+
+
+@blp.route("/lifecycle")
+@blp.arguments(LifecycleArgs, location="query", as_kwargs=True)
+@blp.response(200, LifecycleRowSchema(many=True), description="One row per bucket touching the range.")
+@_document_errors
+def lifecycle(**arguments: Any):
+    """Split each bucket's users into new, returning, resurrecting and dormant."""
+    return _answer(trend_queries.lifecycle, **arguments)
+
 # --- funnels (issue 14) ---------------------------------------------------------------------------
 
 from . import funnels as _funnels  # noqa: E402  (appended section: keeps merges with other sections local)

@@ -1,0 +1,486 @@
+"""Trends, stickiness and lifecycle: one function per question, each taking a connection first.
+
+Every local date, bucket start and day boundary is computed by PostgreSQL with ``AT TIME ZONE`` (the one
+source of timezone truth); Python only zero-fills, pairs buckets and orders series.
+
+Where rows come from (``_source_sql``): the project timezone's rollups when they hold the answer exactly
+(no segment; ``events`` per day/week/month, also split by ``event_type``, from ``rollup_local_day_type``;
+``users``/``wau``/``mau`` without a breakdown, and stickiness, from ``rollup_local_day_user``); otherwise a
+scan of ``events`` over the instants of the range, narrowed by the ``occurred_at`` index.
+
+Hour buckets are the real hours as they happened: each starts at a local full hour and lasts 3,600 s. A
+day whose clock goes back has 25 of them (the repeated local hour appears twice, told apart by its UTC
+offset in the label, e.g. ``2025-10-26T03:00:00+03:00`` then ``2025-10-26T03:00:00+02:00``); a day whose
+clock goes forward has 23 (the skipped local hour has no bucket). Zones whose offset changes by less than
+an hour (Australia/Lord_Howe) are bucketed by the hours of their standard offset's start of day.
+"""
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..errors import ApiError
+from . import router
+from .router import Question, Scope
+from .schemas import Segment
+
+MAX_BUCKETS = 2000
+WINDOW_DAYS = {"wau": 7, "mau": 30}
+PROPERTY_MEASURES = ("sum", "avg", "min", "max", "median", "p90", "p95", "p99")
+MEASURES = ("events", "users", "wau", "mau", *PROPERTY_MEASURES, "per_user_avg")
+INTERVALS = ("hour", "day", "week", "month")
+# Measures whose empty bucket is 0; the others (averages, extremes, percentiles) have no value: null.
+ZERO_WHEN_EMPTY = ("events", "users", "wau", "mau", "sum")
+
+# The aggregate of each measure over the rows ``ev`` (n = events a row stands for; x = the number).
+_AGGREGATES = {
+    "events": "sum(n)",
+    "users": "count(DISTINCT user_id)",
+    "per_user_avg": "sum(n)::numeric / count(DISTINCT user_id)",
+    "sum": "sum(x)",
+    "avg": "avg(x)",
+    "min": "min(x)",
+    "max": "max(x)",
+    # percentile_cont interpolates linearly between the two nearest values (it works on float8).
+    "median": "percentile_cont(0.5) WITHIN GROUP (ORDER BY x::float8)",
+    "p90": "percentile_cont(0.9) WITHIN GROUP (ORDER BY x::float8)",
+    "p95": "percentile_cont(0.95) WITHIN GROUP (ORDER BY x::float8)",
+    "p99": "percentile_cont(0.99) WITHIN GROUP (ORDER BY x::float8)",
+}
+# What ranks breakdown values: event count, distinct users, or the measure itself.
+_RANKS = {"events": "sum(n)", "users": "count(DISTINCT user_id)", "wau": "count(DISTINCT user_id)",
+          "mau": "count(DISTINCT user_id)", "per_user_avg": "count(DISTINCT user_id)",
+          **{m: _AGGREGATES[m] for m in PROPERTY_MEASURES}}
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """Split by ``event_type``, or by the text of property ``key`` (numbers and booleans as JSON text)."""
+
+    kind: str  # "event_type" | "property"
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Bucket:
+    key: Any  # a local date, or for hours the UTC instant the hour starts
+    label: str
+    day: date  # the local date it starts on
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+def _segments_sql(segments: Sequence[Segment], params: dict[str, Any]) -> str:
+    parts = ["TRUE"]
+    for i, segment in enumerate(segments):
+        params[f"seg{i}"] = segment.value
+        if segment.kind == "event_type":
+            parts.append(f"event_type = :seg{i}")
+        else:
+            params[f"segkey{i}"] = segment.key
+            parts.append(f"properties ->> :segkey{i} = :seg{i}")
+    return " AND ".join(parts)
+
+
+# Instants only narrow the index scan; the local date test beside them is the definition. A midnight that
+# DST skips or repeats can put ``D::timestamp AT TIME ZONE tz`` off by the shift: pad by more than any.
+PAD = "interval '3 hours'"
+
+
+def _instants(connection: sa.Connection, tz: str, first: date, end: date) -> tuple[datetime, datetime]:
+    """Instants around local dates [first, end): before the first's start and after the end's start."""
+    return tuple(connection.execute(sa.text(
+        f"SELECT (CAST(:a AS timestamp) AT TIME ZONE :tz) - {PAD}, (CAST(:b AS timestamp) AT TIME ZONE :tz) + {PAD}"),
+        {"a": first, "b": end, "tz": tz}).one())
+
+
+def buckets(connection: sa.Connection, tz: str, interval: str, first: date, last: date) -> list[Bucket]:
+    """The buckets of local dates [first, last]: calendar days, ISO weeks (from Monday) or months that
+    touch the range (the first and last may be partial), or the real hours from ``first``'s local
+    midnight to ``last``'s end (23 or 25 on DST days), labelled with their local time and UTC offset."""
+    if interval == "hour":
+        rows = connection.execute(sa.text("""
+            SELECT g, to_char(g AT TIME ZONE :tz, 'YYYY-MM-DD"T"HH24:MI:SS')
+                      || CASE WHEN o < interval '0' THEN '-' ELSE '+' END || to_char(CASE WHEN o < interval '0' THEN -o ELSE o END, 'HH24:MI'),
+                   (g AT TIME ZONE :tz)::date
+            FROM generate_series((CAST(:first AS timestamp) AT TIME ZONE :tz) - interval '3 hours',
+                                 (CAST(:end AS timestamp) AT TIME ZONE :tz) + interval '3 hours',
+                                 interval '1 hour') AS g,
+                 LATERAL (SELECT (g AT TIME ZONE :tz) - (g AT TIME ZONE 'UTC') AS o) AS offsets
+            WHERE CAST(g AT TIME ZONE :tz AS date) BETWEEN :first AND :last
+            ORDER BY g"""), {"tz": tz, "first": first, "last": last, "end": last + timedelta(days=1)}).all()
+        return [Bucket(key, label, day) for key, label, day in rows]
+    rows = connection.execute(sa.text("""
+        SELECT CAST(g AS date) FROM generate_series(date_trunc(:unit, CAST(:first AS timestamp)),
+                                                    CAST(:last AS timestamp), CAST(:step AS interval)) AS g
+        ORDER BY g"""), {"unit": interval, "first": first, "last": last, "step": f"1 {interval}"}).scalars()
+    return [Bucket(day, day.isoformat(), day) for day in rows]
+
+
+def _bucket_of_day(interval: str, column: str = "d") -> str:
+    """SQL for the bucket (a local date) of local date ``column``."""
+    if interval == "day":
+        return column
+    return f"CAST(date_trunc('{interval}', CAST({column} AS timestamp)) AS date)"
+
+
+def _value_sql(breakdown: Breakdown | None, params: dict[str, Any]) -> str:
+    """SQL for an event's breakdown value: NULL when missing, JSON null or empty (the ``none`` group)."""
+    if breakdown is None:
+        return "CAST(NULL AS text)"
+    if breakdown.kind == "event_type":
+        return "event_type"
+    params["bkey"] = breakdown.key
+    return "NULLIF(properties ->> :bkey, '')"
+
+
+def _source_sql(rollups: bool, scope: Scope, measure: str, interval: str, breakdown: Breakdown | None,
+                prop: str | None, params: dict[str, Any]) -> str:
+    """Rows ``(d, hb, v, user_id, x, n)`` of the local dates [:lo, :last]: local date, hour bucket (hour
+    interval only), breakdown value, user, the property's number, and how many events the row stands for."""
+    if rollups and interval != "hour":
+        if measure == "events" and (breakdown is None or breakdown.kind == "event_type"):
+            value = "event_type" if breakdown else "CAST(NULL AS text)"
+            return f"""SELECT day AS d, NULL AS hb, {value} AS v, CAST(NULL AS text) AS user_id,
+                              CAST(NULL AS numeric) AS x, events AS n
+                       FROM rollup_local_day_type WHERE day BETWEEN :lo AND :last"""
+        if measure in ("users", "wau", "mau") and breakdown is None:
+            return """SELECT day AS d, NULL AS hb, CAST(NULL AS text) AS v, user_id, CAST(NULL AS numeric) AS x,
+                             1 AS n
+                      FROM rollup_local_day_user WHERE day BETWEEN :lo AND :last"""
+    local = "(occurred_at AT TIME ZONE :tz)"
+    # The start of the event's local hour as an instant: the instant minus its minutes into that hour.
+    hour = f"occurred_at - ({local} - date_trunc('hour', {local}))" if interval == "hour" else "NULL"
+    number = "NULL"
+    numeric_only = "TRUE"
+    if prop is not None:
+        params["pkey"] = prop
+        # Numbers only: a string that looks like one ("12.5") is not a number and is left out.
+        number = "CASE WHEN jsonb_typeof(properties -> :pkey) = 'number' THEN CAST(properties ->> :pkey AS numeric) END"
+        numeric_only = "jsonb_typeof(properties -> :pkey) = 'number'"
+    return f"""SELECT CAST({local} AS date) AS d, {hour} AS hb, {_value_sql(breakdown, params)} AS v, user_id,
+                      {number} AS x, 1 AS n
+               FROM events
+               WHERE occurred_at >= :lo_at AND occurred_at < :hi_at AND CAST({local} AS date) BETWEEN :lo AND :last
+                 AND {numeric_only} AND {_segments_sql(scope.segments, params)}"""
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() and abs(value) < 2**53 else float(value)
+    return value
+
+
+def _refuse(name: str, message: str) -> ApiError:
+    return ApiError(f"Invalid query parameter(s): {name}.", status_code=400, errors={"query": {name: [message]}})
+
+
+# --- trends ------------------------------------------------------------------------------------------
+
+
+def _trends(connection: sa.Connection, scope: Scope, rollups: bool, *, from_: date, to: date, measure: str,
+            property: str | None, interval: str, breakdown: Breakdown | None, limit: int,
+            compare: str | None) -> list[dict]:
+    """Return one zero-filled series per breakdown group: ``[{"bucket", "breakdown", "group", "value"
+    [, "previous_bucket", "previous_value"]}]``, series in rank order then ``other`` then ``none``.
+
+    ``events`` counts events, ``users`` distinct users in the bucket, ``wau``/``mau`` distinct users in
+    the 7/30 local days ending with the bucket's day (looking before ``from_``), property measures
+    aggregate the numeric values of ``property``, ``per_user_avg`` is events per active user. Breakdown
+    values are ranked over [from_, to] (desc, then by code point); the top ``limit`` are series, the rest
+    one ``other`` series, a missing/null/empty value the ``none`` series. ``compare="previous"`` pairs the
+    i-th bucket with the i-th bucket of the same number of days just before ``from_``.
+    """
+    days = (to - from_).days + 1
+    current = buckets(connection, scope.tz, interval, from_, to)
+    if len(current) > MAX_BUCKETS:
+        raise _refuse("interval", f"The range has {len(current)} {interval} buckets; at most {MAX_BUCKETS} "
+                                  "are allowed: choose a longer interval or a shorter range.")
+    previous: list[Bucket] = []
+    first_considered = from_
+    if compare == "previous":
+        first_considered = from_ - timedelta(days=days)
+        previous = buckets(connection, scope.tz, interval, first_considered, from_ - timedelta(days=1))
+    window = WINDOW_DAYS.get(measure, 1)
+    lo = first_considered - timedelta(days=window - 1)
+    params: dict[str, Any] = {"tz": scope.tz, "lo": lo, "first": from_, "last": to, "pfirst": first_considered,
+                              "limit": limit}
+    params["lo_at"], params["hi_at"] = _instants(connection, scope.tz, lo, to + timedelta(days=1))
+    source = _source_sql(rollups, scope, measure, interval, breakdown, property, params)
+    if _RANKS[measure] == "count(DISTINCT user_id)":
+        rank_sql = """SELECT v, count(*) AS m FROM (SELECT DISTINCT v, user_id FROM ev WHERE r = 0 AND v IS NOT NULL)
+                      AS pairs GROUP BY v"""
+    else:
+        rank_sql = f"SELECT v, {_RANKS[measure]} AS m FROM ev WHERE r = 0 AND v IS NOT NULL GROUP BY v"
+    # ev: the rows with their range r (0 = [from, to], 1 = the previous range, 2 = look-back of windows).
+    # top: the ranked values; g labels each row value / other / none.
+    range_of = "CASE WHEN d >= :first THEN 0 WHEN d >= :pfirst THEN 1 ELSE 2 END"
+    if breakdown is None:  # one series: no ranking, and nothing to materialise or join
+        ctes = f"""
+            WITH top AS (SELECT CAST(NULL AS text) AS v, CAST(NULL AS bigint) AS rk WHERE FALSE),
+            g AS (SELECT s.*, {range_of} AS r, 'value' AS grp, CAST(NULL AS text) AS vkey, CAST(NULL AS bigint) AS rk
+                  FROM ({source}) AS s)"""
+    else:
+        # Two reads of the rows instead of one materialised copy (a million rows spill to disk): rank the
+        # values first, then label each row by the ranked list. The local-date filter hides the row count
+        # from the planner, which would then sort a million values by locale to group them: hash instead.
+        connection.exec_driver_sql("SET LOCAL enable_sort = off")
+        ranked = connection.execute(sa.text(f"""
+            WITH ev AS (SELECT s.*, {range_of} AS r FROM ({source}) AS s)
+            SELECT v FROM ({rank_sql}) AS ranked ORDER BY m DESC NULLS LAST, v COLLATE "C" LIMIT :limit"""),
+            params).scalars().all()
+        params["top"] = list(ranked)
+        ctes = f"""
+            WITH top AS (SELECT v, rk FROM unnest(CAST(:top AS text[])) WITH ORDINALITY AS t(v, rk)),
+            g AS (
+                SELECT ev.*, CASE WHEN ev.v IS NULL THEN 'none' WHEN top.v IS NOT NULL THEN 'value' ELSE 'other' END
+                           AS grp,
+                       top.v AS vkey, top.rk
+                FROM (SELECT s.*, {range_of} AS r FROM ({source}) AS s) AS ev LEFT JOIN top ON top.v = ev.v
+            )"""
+    if measure == "users" and interval == "day" and breakdown is None and rollups:
+        values, ranks = _project_daily_users(connection, params)
+    elif measure in WINDOW_DAYS:
+        unique_pairs = breakdown is None and rollups and interval != "hour"
+        values, ranks = _window_values(connection, ctes, params, window, current + previous, unique_pairs)
+    else:
+        bucket = "hb" if interval == "hour" else _bucket_of_day(interval)
+        if measure in ("users", "per_user_avg"):
+            # Distinct users by hashing (bucket, group, user) rows, then counting them: no sort per bucket.
+            aggregate = "count(*)" if measure == "users" else "sum(n)::numeric / count(*)"
+            sql = f"""{ctes}
+                SELECT r, b, grp, vkey, min(rk), {aggregate} FROM (
+                    SELECT r, {bucket} AS b, grp, vkey, rk, user_id, sum(n) AS n FROM g WHERE r < 2
+                    GROUP BY r, b, grp, vkey, rk, user_id
+                ) AS per_user GROUP BY r, b, grp, vkey"""
+        else:
+            sql = f"""{ctes}
+                SELECT r, {bucket} AS b, grp, vkey, min(rk), {_AGGREGATES[measure]}
+                FROM g WHERE r < 2 GROUP BY r, b, grp, vkey"""
+        values, ranks = {}, {}
+        for r, b, grp, vkey, rk, value in connection.execute(sa.text(sql), params):
+            values[(r, b, grp, vkey)] = _number(value)
+            if rk is not None:
+                ranks[vkey] = rk
+            ranks.setdefault((grp, vkey), None)
+    series = _series_order(ranks, breakdown)
+    empty = 0 if measure in ZERO_WHEN_EMPTY else None
+    rows = []
+    for grp, vkey in series:
+        for i, b in enumerate(current):
+            row: dict[str, Any] = {"bucket": b.label, "breakdown": vkey, "group": grp,
+                                   "value": values.get((0, b.key, grp, vkey), empty)}
+            if compare == "previous":
+                p = previous[i] if i < len(previous) else None
+                row["previous_bucket"] = p.label if p else None
+                row["previous_value"] = values.get((1, p.key, grp, vkey), empty) if p else empty
+            rows.append(row)
+    return rows
+
+
+def _project_daily_users(connection: sa.Connection, params: dict[str, Any]) -> tuple[dict, dict]:
+    """Distinct users per local day of the project timezone: its exact DAU counters."""
+    rows = connection.execute(sa.text(
+        "SELECT day, users FROM rollup_dau WHERE day BETWEEN :pfirst AND :last"), params).all()
+    return {(0 if day >= params["first"] else 1, day, "value", None): int(users) for day, users in rows}, {}
+
+
+def _series_order(ranks: dict, breakdown: Breakdown | None) -> list[tuple[str, str | None]]:
+    """Value series by rank, then ``other``, then ``none``; without a breakdown, the one series."""
+    if breakdown is None:
+        return [("value", None)]
+    values = sorted((rk, vkey) for vkey, rk in ranks.items() if isinstance(vkey, str) and rk is not None)
+    present = {key for key in ranks if isinstance(key, tuple)}
+    order = [("value", vkey) for _, vkey in values]
+    order += [key for key in (("other", None), ("none", None)) if key in present]
+    return order
+
+
+def _window_values(connection: sa.Connection, ctes: str, params: dict[str, Any], window: int,
+                   wanted: list[Bucket], unique_pairs: bool) -> tuple[dict, dict]:
+    """Distinct users in the ``window`` local days ending with each bucket's day, per group.
+
+    Each (user, active day) covers the days [day, day + window), cut short by the user's next active day,
+    so a user's spans never overlap: the users on day D are the spans open on D, a running sum of +1 at
+    each span's start and -1 at its end. One pass over the (group, user, day) pairs, however many points;
+    SQL counts the spans by (start, end), Python adds up the running sums.
+    """
+    params = {**params, "window": window}
+    if unique_pairs:  # rows are already one per (user, day), in the index's (user_id, day) order: no sort
+        spans = f"""SELECT grp, vkey, d AS s, LEAST(d + :window, lead(d) OVER (PARTITION BY user_id ORDER BY d)) AS e
+                    FROM g"""
+    else:
+        spans = f"""SELECT grp, vkey, d AS s,
+                           LEAST(d + :window, lead(d) OVER (PARTITION BY grp, vkey, user_id COLLATE "C" ORDER BY d)) AS e
+                    FROM (SELECT DISTINCT grp, vkey, user_id, d FROM g) AS pairs"""
+    sql = f"""{ctes}
+        SELECT spans.grp, spans.vkey, top.rk, s, e, count(*)
+        FROM ({spans}) AS spans LEFT JOIN top ON top.v = spans.vkey GROUP BY 1, 2, 3, 4, 5"""
+    deltas: dict[tuple, dict[date, int]] = {}
+    ranks: dict = {}
+    for grp, vkey, rk, start, end, users in connection.execute(sa.text(sql), params):
+        changes = deltas.setdefault((grp, vkey), {})
+        changes[start] = changes.get(start, 0) + users
+        changes[end] = changes.get(end, 0) - users
+        if rk is not None:
+            ranks[vkey] = rk
+    steps: dict[tuple, tuple[list[date], list[int]]] = {}
+    for key, changes in deltas.items():
+        days, counts, running = [], [], 0
+        for day in sorted(changes):
+            running += changes[day]
+            days.append(day)
+            counts.append(running)
+        steps[key] = (days, counts)
+    values: dict = {}
+    first = params["first"]
+    for (grp, vkey), (days, counts) in steps.items():
+        seen = False
+        for b in wanted:
+            i = bisect.bisect_right(days, b.day) - 1
+            value = counts[i] if i >= 0 else 0
+            r = 0 if b.day >= first else 1
+            values[(r, b.key, grp, vkey)] = value
+            seen |= value > 0
+        if seen:  # a group seen only in the look-back before the range has no series
+            ranks.setdefault((grp, vkey), None)
+    return values, ranks
+
+
+# --- stickiness --------------------------------------------------------------------------------------
+
+
+def _stickiness(connection: sa.Connection, scope: Scope, rollups: bool, *, from_: date, to: date,
+                interval: str) -> list[dict]:
+    """Return ``[{"intervals": n, "users": m}]`` for n = 1..(days or ISO weeks touching [from_, to]): the
+    users with a matching event in exactly n of them."""
+    count = len(buckets(connection, scope.tz, interval, from_, to))
+    params: dict[str, Any] = {"tz": scope.tz, "lo": from_, "first": from_, "last": to}
+    params["lo_at"], params["hi_at"] = _instants(connection, scope.tz, from_, to + timedelta(days=1))
+    source = _source_sql(rollups, scope, "users", interval, None, None, params)
+    sql = f"""SELECT n, count(*) FROM (
+                  SELECT user_id, count(DISTINCT {_bucket_of_day(interval)}) AS n FROM ({source}) AS s GROUP BY 1
+              ) AS per_user GROUP BY n"""
+    users = dict(connection.execute(sa.text(sql), params).all())
+    return [{"intervals": n, "users": users.get(n, 0)} for n in range(1, count + 1)]
+
+
+# --- lifecycle ---------------------------------------------------------------------------------------
+
+
+def _lifecycle(connection: sa.Connection, scope: Scope, rollups: bool, *, from_: date, to: date,
+               interval: str) -> list[dict]:
+    """Return ``[{"bucket", "new", "returning", "resurrecting", "dormant"}]`` per bucket touching
+    [from_, to] (PostHog's meanings): new = first-ever matching event (over all stored events) in this
+    bucket; returning = active in this and the previous bucket; resurrecting = active, not new, not active
+    in the previous bucket; dormant = minus those active in the previous bucket and not in this one. The
+    first bucket's previous bucket is the whole calendar bucket before it."""
+    current = buckets(connection, scope.tz, interval, from_, to)
+    step = f"1 {interval}"
+    before = connection.execute(sa.text("SELECT CAST(CAST(:b AS timestamp) - CAST(:step AS interval) AS date)"),
+                                {"b": current[0].key, "step": step}).scalar_one()
+    params: dict[str, Any] = {"tz": scope.tz, "lo": before, "first": from_, "last": to, "step": step,
+                              "b0": current[0].key}
+    params["lo_at"], params["hi_at"] = _instants(connection, scope.tz, before, to + timedelta(days=1))
+    source = _source_sql(rollups, scope, "users", interval, None, None, params)
+    # Days before `from` count only towards the bucket before the first one.
+    bucket = _bucket_of_day(interval)
+    candidates = "SELECT user_id FROM seq WHERE pb IS NULL AND b >= :b0"
+    if scope.segments:
+        firsts = f"""SELECT user_id, min(occurred_at) AS first_at FROM events
+                     WHERE {_segments_sql(scope.segments, params)} AND user_id IN ({candidates}) GROUP BY 1"""
+    else:
+        firsts = f"SELECT user_id, first_at FROM rollup_user_first WHERE user_id IN ({candidates})"
+    next_b = "CAST(CAST(b AS timestamp) + CAST(:step AS interval) AS date)"
+    prev_b = "CAST(CAST(s.b AS timestamp) - CAST(:step AS interval) AS date)"
+    if interval == "day" and rollups:
+        # One row per (day, user) already, read in the (user_id, day) index's order: no sort.
+        act = f"SELECT d AS b, user_id FROM ({source}) AS s"
+        partition = "user_id"
+    else:
+        act = f"SELECT DISTINCT {bucket} AS b, user_id FROM ({source}) AS s WHERE d >= :first OR {bucket} < :b0"
+        partition = 'user_id COLLATE "C"'
+    # One pass over each user's active buckets in order: the previous and next active bucket tell returning
+    # from resurrecting, and where a user goes dormant; only a user without an earlier active bucket here
+    # can be new (their first-ever bucket, looked up, is this one).
+    sql = f"""
+        WITH seq AS MATERIALIZED (
+            SELECT b, user_id, lag(b) OVER w AS pb, lead(b) OVER w AS nb FROM ({act}) AS act
+            WINDOW w AS (PARTITION BY {partition} ORDER BY b)
+        ), firsts AS (
+            SELECT user_id, {_bucket_of_day(interval, "CAST(first_at AT TIME ZONE :tz AS date)")} AS fb
+            FROM ({firsts}) AS f
+        ), now_ AS (
+            SELECT s.b, count(*) FILTER (WHERE f.fb = s.b) AS new,
+                   count(*) FILTER (WHERE s.pb = {prev_b}) AS ret,
+                   count(*) FILTER (WHERE f.fb IS DISTINCT FROM s.b AND (s.pb IS NULL OR s.pb < {prev_b}))
+                       AS resurrecting
+            FROM seq s LEFT JOIN firsts f ON s.pb IS NULL AND f.user_id = s.user_id
+            WHERE s.b >= :b0 GROUP BY s.b
+        ), gone AS (
+            SELECT {next_b} AS b, count(*) AS dormant FROM seq
+            WHERE nb IS NULL OR nb > {next_b} GROUP BY 1
+        )
+        SELECT coalesce(now_.b, gone.b), coalesce(new, 0), coalesce(ret, 0), coalesce(resurrecting, 0),
+               coalesce(dormant, 0)
+        FROM now_ FULL JOIN gone ON gone.b = now_.b"""
+    counts = {b: (new, ret, res, dormant) for b, new, ret, res, dormant in connection.execute(sa.text(sql), params)}
+    rows = []
+    for b in current:
+        new, ret, res, dormant = counts.get(b.key, (0, 0, 0, 0))
+        rows.append({"bucket": b.key, "new": new, "returning": ret, "resurrecting": res, "dormant": -dormant})
+    return rows
+
+
+# --- routing (router.py): the project rollups where they hold the answer, else a scan of events ----------
+# The timezone-free rollups cannot tell a user's buckets apart inside a UTC day, so these questions have no
+# utc_day_rollup variant: the router never picks it (the fit is always False) and it is the scan.
+
+
+def _range_span(*, from_: date, to: date, **_: Any) -> tuple[date, date]:
+    return from_, to
+
+
+def _variant(question, rollups: bool):
+    def variant(connection: sa.Connection, scope: Scope, **arguments: Any) -> list[dict]:
+        return question(connection, scope, rollups, **arguments)
+    return variant
+
+
+def _question(name: str, question) -> Question:
+    scan = _variant(question, False)
+    return Question(name, _variant(question, True), scan, scan, _range_span, lambda calendar: False)
+
+
+TRENDS = _question("trends", _trends)
+STICKINESS = _question("stickiness", _stickiness)
+LIFECYCLE = _question("lifecycle", _lifecycle)
+QUESTIONS = {question.name: question for question in (TRENDS, STICKINESS, LIFECYCLE)}
+
+
+def trends(connection: sa.Connection, scope: Scope, *, from_: date, to: date, measure: str = "events",
+           property: str | None = None, interval: str = "day", breakdown: Breakdown | None = None,
+           limit: int = 25, compare: str | None = None, kind: str | None = None) -> list[dict]:
+    """Return one zero-filled series per breakdown group (see ``_trends``), from the routed variant."""
+    arguments = {"from_": from_, "to": to, "measure": measure, "property": property, "interval": interval,
+                 "breakdown": breakdown, "limit": limit, "compare": compare}
+    return router.answer(connection, TRENDS, scope, arguments, kind)
+
+
+def stickiness(connection: sa.Connection, scope: Scope, *, from_: date, to: date, interval: str = "day",
+               kind: str | None = None) -> list[dict]:
+    """Return ``[{"intervals", "users"}]`` (see ``_stickiness``), from the routed variant."""
+    return router.answer(connection, STICKINESS, scope, {"from_": from_, "to": to, "interval": interval}, kind)
+
+
+def lifecycle(connection: sa.Connection, scope: Scope, *, from_: date, to: date, interval: str = "day",
+              kind: str | None = None) -> list[dict]:
+    """Return ``[{"bucket", "new", "returning", "resurrecting", "dormant"}]`` (see ``_lifecycle``)."""
+    return router.answer(connection, LIFECYCLE, scope, {"from_": from_, "to": to, "interval": interval}, kind)
