@@ -116,9 +116,16 @@ def test_range_timezone_and_event_type_filters(client):
     ({"from": "2025-08-05", "to": "2025-08-01"}, "to"), ({"from": "yesterday"}, "from"),
     ({"cursor": "not-a-cursor"}, "cursor"), ({"colour": "red"}, "colour"), ({"event_type": ""}, "event_type"),
     ({"tz": "CET"}, "tz"), ({"from": "0001-01-01"}, "from"), ({"to": "9999-12-31"}, "to"),
+    ({"event_type": "buy\x00"}, "event_type"), ({"cursor": "\x00"}, "cursor"),
 ])
 def test_bad_parameters_are_400_naming_them(client, params, field):
     client.post("/events", json=[make_event(user_id="p")])
     response = client.get("/users/p/events", query_string=params)
     assert response.status_code == 400, response.get_json()
     assert field in response.get_json()["errors"]["query"]
+
+
+def test_a_nul_in_the_user_id_is_a_400_naming_it(client):
+    for response in (client.get("/users/a%00b"), client.get("/users/a%00b/events"), client.delete("/users/a%00b")):
+        assert response.status_code == 400, response.get_json()
+        assert "user_id" in response.get_json()["errors"]["path"]

@@ -1,7 +1,7 @@
 """Parameters and answers of /users."""
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from ..ingest.rules import USER_ID_MAX_CHARS
 from .params import RangeArgs
@@ -9,12 +9,17 @@ from .params import RangeArgs
 MAX_PAGE = 1000
 
 
+def _no_nul(text: str) -> None:
+    if "\x00" in text:  # PostgreSQL text cannot hold NUL: no stored event matches it
+        raise ValidationError("Must not contain a NUL character.")
+
+
 class TimelineArgs(RangeArgs):
-    event_type = fields.String(load_default=None, validate=validate.Length(1, 128),
+    event_type = fields.String(load_default=None, validate=[validate.Length(1, 128), _no_nul],
                                metadata={"description": "Only events of this type."})
     limit = fields.Integer(load_default=100, validate=validate.Range(1, MAX_PAGE),
                            metadata={"description": f"Events per page, 1..{MAX_PAGE}."})
-    cursor = fields.String(load_default=None, validate=validate.Length(1, 200),
+    cursor = fields.String(load_default=None, validate=[validate.Length(1, 200), _no_nul],
                            metadata={"description": "`next_cursor` of the page before."})
 
 
@@ -54,4 +59,7 @@ def check_user_id(user_id: str) -> str:
     if len(user_id) > USER_ID_MAX_CHARS:
         raise ApiError("Invalid path parameter: user_id.", status_code=400,
                        errors={"path": {"user_id": [f"Longer than {USER_ID_MAX_CHARS} characters."]}})
+    if "\x00" in user_id:  # PostgreSQL text cannot hold NUL, so no stored user_id has one
+        raise ApiError("Invalid path parameter: user_id.", status_code=400,
+                       errors={"path": {"user_id": ["Must not contain a NUL character."]}})
     return user_id
