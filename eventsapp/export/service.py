@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
 import sqlalchemy as sa
 
 from ..people.params import LocalRange
+from ..stats.schemas import conditions_sql
 
 FORMATS = ("ndjson", "csv")
 CSV_COLUMNS = "event_id,occurred_at,user_id,event_type,properties_json"
@@ -44,14 +45,8 @@ COPY_OPTIONS = {"csv": "FORMAT csv, HEADER", "ndjson": "FORMAT csv, QUOTE e'\\x0
 
 def export_sql(fmt: str, local: LocalRange, segments: Sequence[Any], params: dict[str, Any]) -> str:
     """The COPY of every event on the local dates of ``local`` matching ``segments``, in export order."""
-    conditions = [local.sql(params, style="driver")]
-    for i, segment in enumerate(segments):
-        params[f"seg{i}"] = segment.value
-        if segment.kind == "event_type":
-            conditions.append(f"event_type = %(seg{i})s")
-        else:  # as /stats compares a property: its text
-            params[f"segkey{i}"] = segment.key
-            conditions.append(f"properties ->> %(segkey{i})s = %(seg{i})s")
+    # The filter is /stats's own, in the driver's parameter style (COPY is sent by psycopg2 directly).
+    conditions = [local.sql(params, style="driver"), conditions_sql(segments, params, driver_style=True)]
     select = (f"SELECT {COLUMNS_SQL[fmt]} FROM events WHERE {' AND '.join(conditions)} "
               "ORDER BY occurred_at, event_id")
     return f"COPY ({select}) TO STDOUT WITH ({COPY_OPTIONS[fmt]})"

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from itertools import groupby
@@ -42,7 +42,7 @@ from ..errors import ApiError
 from . import router
 from .funnel_schemas import Exclusion, StepFilter
 from .router import Question, Scope
-from .schemas import Segment
+from .schemas import conditions_sql
 
 RATIO_PLACES = 4
 SECONDS_PLACES = 3
@@ -50,20 +50,6 @@ STREAM_ROWS = 20000
 
 
 # --- SQL helpers ----------------------------------------------------------------------------------
-
-
-def _conditions_sql(conditions: Iterable[Segment], params: dict[str, Any], prefix: str) -> str:
-    """``cond AND cond ...`` over bound parameters; TRUE when there are none."""
-    parts = []
-    for i, condition in enumerate(conditions):
-        name = f"{prefix}_{i}"
-        params[name] = condition.value
-        if condition.kind == "event_type":
-            parts.append(f"event_type = :{name}")
-        else:
-            params[f"{name}_key"] = condition.key
-            parts.append(f"(properties ->> :{name}_key) = :{name}")
-    return "(" + (" AND ".join(parts) or "TRUE") + ")"
 
 
 @dataclass(frozen=True)
@@ -176,7 +162,7 @@ def _ordered_sql(connection: sa.Connection, scope: Scope, steps: Sequence[StepFi
     events in those buckets; every other entrant stops at step 1.
     """
     n = len(steps)
-    segment = _conditions_sql(scope.segments, params, "seg")
+    segment = conditions_sql(scope.segments, params, "seg")
     window_end = "t + make_interval(secs => :window)"
     in_range = f"occurred_at >= :lo AND occurred_at < :hi AND {segment}"
     # Buckets of `window` seconds (date_bin: exact integer microseconds): an attempt's window
@@ -190,9 +176,9 @@ def _ordered_sql(connection: sa.Connection, scope: Scope, steps: Sequence[StepFi
     # stops at step 1 and needs only its first entry (for the breakdown value).
     ctes = [
         f"entries AS MATERIALIZED (SELECT user_id, occurred_at AS t, {bucket} AS b{entry_extra} FROM events"
-        f" WHERE {in_range} AND {_conditions_sql(steps[0].conditions, params, 's1')} AND {_entry_sql()})",
+        f" WHERE {in_range} AND {conditions_sql(steps[0].conditions, params, 's1')} AND {_entry_sql()})",
         f"seconds AS MATERIALIZED (SELECT user_id, {bucket} AS b FROM events"
-        f" WHERE {in_range} AND {_conditions_sql(steps[1].conditions, params, 's2')})",
+        f" WHERE {in_range} AND {conditions_sql(steps[1].conditions, params, 's2')})",
         f"near AS MATERIALIZED (SELECT * FROM entries WHERE (user_id, b) IN"
         f" (SELECT user_id, b FROM seconds UNION ALL SELECT user_id, b - {stride} FROM seconds))",
         f"buckets AS MATERIALIZED (SELECT user_id, b FROM near UNION SELECT user_id, b + {stride} FROM near)",
@@ -200,7 +186,7 @@ def _ordered_sql(connection: sa.Connection, scope: Scope, steps: Sequence[StepFi
     parts = [f"SELECT user_id, t, 1 AS s{carry} FROM near"]
     for k, step in enumerate(steps[1:], 2):
         nulls = ", NULL::uuid, NULL::text" if breakdown else ""
-        where = f"{in_range} AND {_conditions_sql(step.conditions, params, f'x{k}')}"
+        where = f"{in_range} AND {conditions_sql(step.conditions, params, f'x{k}')}"
         parts.append(f"SELECT user_id, occurred_at AS t, {k} AS s{nulls} FROM events WHERE {where}"
                      f" AND (user_id, {bucket}) IN (SELECT user_id, b FROM buckets)")
     chain = [f"c{j}" for j in range(2, n + 1)]
@@ -330,9 +316,9 @@ def _general(connection: sa.Connection, scope: Scope, steps: Sequence[StepFilter
     user's previous event of any kind (a window aggregate over all events in scope), which tells whether
     something lies between two steps without sending every event to Python.
     """
-    step_sql = [_conditions_sql(s.conditions, params, f"s{k}") for k, s in enumerate(steps)]
-    excl_sql = [_conditions_sql(x.filter.conditions, params, f"x{e}") for e, x in enumerate(exclude)]
-    segment = _conditions_sql(scope.segments, params, "seg")
+    step_sql = [conditions_sql(s.conditions, params, f"s{k}") for k, s in enumerate(steps)]
+    excl_sql = [conditions_sql(x.filter.conditions, params, f"x{e}") for e, x in enumerate(exclude)]
+    segment = conditions_sql(scope.segments, params, "seg")
     mask = " + ".join(f"(CASE WHEN {m} THEN {1 << k} ELSE 0 END)" for k, m in enumerate(step_sql))
     xmask = " + ".join(f"(CASE WHEN {m} THEN {1 << e} ELSE 0 END)" for e, m in enumerate(excl_sql)) or "0"
     wanted = " OR ".join(step_sql + excl_sql)

@@ -22,7 +22,7 @@ from . import router
 from .calendar import Calendar, timezone_problem
 from .rollups import STATE_SQL, FoldFailed, background_folder, project_timezone, rollup_timezone
 from .router import Question, Scope
-from .schemas import Segment
+from .schemas import Segment, conditions_sql
 
 __all__ = ["Scope", "run_read", "daily_active_users", "top_events", "retention", "summary", "QUESTIONS"]
 
@@ -119,24 +119,12 @@ def _local_date(column: str) -> str:
     return f"({column} AT TIME ZONE :tz)::date"
 
 
-def _segment_sql(segments: Sequence[Segment], params: dict[str, Any]) -> str:
-    parts = ["TRUE"]
-    for i, segment in enumerate(segments):
-        params[f"seg{i}"] = segment.value
-        if segment.kind == "event_type":
-            parts.append(f"event_type = :seg{i}")
-        else:
-            params[f"segkey{i}"] = segment.key
-            parts.append(f"properties ->> :segkey{i} = :seg{i}")
-    return " AND ".join(parts)
-
-
 def _events_in(scope: Scope, params: dict[str, Any], first: date, last: date) -> str:
     """WHERE clause: events whose local date in ``scope.tz`` is in [first, last], matching the segments."""
     params.update(tz=scope.tz, first=first, last=last, after_last=last + timedelta(days=1))
     return (_instants_of("occurred_at", "first", "after_last")
             + f" AND {_local_date('occurred_at')} BETWEEN :first AND :last AND "
-            + _segment_sql(scope.segments, params))
+            + conditions_sql(scope.segments, params))
 
 
 def _split_params(scope: Scope) -> dict[str, Any]:
@@ -360,7 +348,7 @@ def retention_from_utc_day_rollup(connection: sa.Connection, scope: Scope, *, st
 def retention_from_scan(connection: sa.Connection, scope: Scope, *, start_date: date, windows: int,
                         window_size: str, cohort: str, cohorts: int) -> dict[tuple[int, int], int]:
     params = _retention_params(scope, start_date, windows, window_size, cohorts)
-    segment = _segment_sql(scope.segments, params)
+    segment = conditions_sql(scope.segments, params)
     local = _local_date("occurred_at")
     active = f"""SELECT DISTINCT user_id, ({local} - CAST(:start_date AS date)) / :step AS g FROM events
                  WHERE {_instants_of('occurred_at', 'start_date', 'd_end')} AND {segment}

@@ -13,7 +13,6 @@ Rollups keep no per-event-type membership, so this is a scan of ``events`` (by t
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import date, timedelta
 from typing import Any
 
@@ -21,22 +20,10 @@ import sqlalchemy as sa
 
 from .funnel_schemas import StepFilter
 from .router import Question, Scope
-from .schemas import Segment
+from .schemas import conditions_sql
 
 MODES = ("on", "on_or_after")
 PAD = "interval '3 hours'"  # as queries.PAD: a day start from AT TIME ZONE is off by at most a DST shift
-
-
-def _conditions(conditions: Iterable[Segment], params: dict[str, Any], prefix: str) -> str:
-    parts = ["TRUE"]
-    for i, condition in enumerate(conditions):
-        params[f"{prefix}{i}"] = condition.value
-        if condition.kind == "event_type":
-            parts.append(f"event_type = :{prefix}{i}")
-        else:
-            params[f"{prefix}key{i}"] = condition.key
-            parts.append(f"properties ->> :{prefix}key{i} = :{prefix}{i}")
-    return " AND ".join(parts)
 
 
 def retention_counts_from_scan(connection: sa.Connection, scope: Scope, *, start_date: date, windows: int,
@@ -48,9 +35,9 @@ def retention_counts_from_scan(connection: sa.Connection, scope: Scope, *, start
     params: dict[str, Any] = {"tz": scope.tz, "start_date": start_date, "step": step, "cohorts": cohorts,
                               "windows": windows, "d_cohorts": start_date + timedelta(days=cohorts * step),
                               "d_end": start_date + timedelta(days=spans * step)}
-    segment = _conditions(scope.segments, params, "seg")
-    starts = f"{segment} AND {_conditions(start.conditions if start else (), params, 'st')}"
-    returns = f"{segment} AND {_conditions(return_.conditions if return_ else (), params, 'rt')}"
+    segment = conditions_sql(scope.segments, params, "seg")
+    starts = f"{segment} AND {conditions_sql(start.conditions if start else (), params, 'st')}"
+    returns = f"{segment} AND {conditions_sql(return_.conditions if return_ else (), params, 'rt')}"
     local = "(occurred_at AT TIME ZONE :tz)::date"
     window_of = f"(({local} - CAST(:start_date AS date)) / :step)"
 

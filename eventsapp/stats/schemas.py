@@ -1,6 +1,7 @@
 """Query parameters and answers of the stats endpoints. Every parameter error is a 400 naming it."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -26,6 +27,29 @@ class Segment:
     kind: str  # "event_type" | "property"
     value: str
     key: str | None = None
+
+
+def conditions_sql(conditions: Iterable[Segment], params: dict[str, Any], prefix: str = "seg", *,
+                   driver_style: bool = False) -> str:
+    """``(cond AND cond …)`` holding when every condition holds (``TRUE`` when there are none).
+
+    Values are bound into ``params`` as ``{prefix}_{i}`` (and ``{prefix}_{i}_key``), ``:name`` style for
+    ``sa.text`` or ``%(name)s`` for a driver-level statement (COPY). A property compares as its text,
+    numbers and booleans as their JSON text. The one definition of a filter for every question and export.
+    """
+    def mark(name: str) -> str:
+        return f"%({name})s" if driver_style else f":{name}"
+
+    parts = []
+    for i, condition in enumerate(conditions):
+        name = f"{prefix}_{i}"
+        params[name] = condition.value
+        if condition.kind == "event_type":
+            parts.append(f"event_type = {mark(name)}")
+        else:
+            params[f"{name}_key"] = condition.key
+            parts.append(f"(properties ->> {mark(name + '_key')}) = {mark(name)}")
+    return "(" + (" AND ".join(parts) or "TRUE") + ")"
 
 
 def parse_timezone(name: str) -> str:

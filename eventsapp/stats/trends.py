@@ -17,7 +17,6 @@ an hour (Australia/Lord_Howe) are bucketed by the hours of their standard offset
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -28,7 +27,7 @@ import sqlalchemy as sa
 from ..errors import ApiError
 from . import router
 from .router import Question, Scope
-from .schemas import Segment
+from .schemas import conditions_sql
 
 MAX_BUCKETS = 2000
 WINDOW_DAYS = {"wau": 7, "mau": 30}
@@ -75,18 +74,6 @@ class Bucket:
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-
-
-def _segments_sql(segments: Sequence[Segment], params: dict[str, Any]) -> str:
-    parts = ["TRUE"]
-    for i, segment in enumerate(segments):
-        params[f"seg{i}"] = segment.value
-        if segment.kind == "event_type":
-            parts.append(f"event_type = :seg{i}")
-        else:
-            params[f"segkey{i}"] = segment.key
-            parts.append(f"properties ->> :segkey{i} = :seg{i}")
-    return " AND ".join(parts)
 
 
 # Instants only narrow the index scan; the local date test beside them is the definition. A midnight that
@@ -169,7 +156,7 @@ def _source_sql(rollups: bool, scope: Scope, measure: str, interval: str, breakd
                       {number} AS x, 1 AS n
                FROM events
                WHERE occurred_at >= :lo_at AND occurred_at < :hi_at AND CAST({local} AS date) BETWEEN :lo AND :last
-                 AND {numeric_only} AND {_segments_sql(scope.segments, params)}"""
+                 AND {numeric_only} AND {conditions_sql(scope.segments, params)}"""
 
 
 def _number(value: Any) -> Any:
@@ -395,7 +382,7 @@ def _lifecycle(connection: sa.Connection, scope: Scope, rollups: bool, *, from_:
     candidates = "SELECT user_id FROM seq WHERE pb IS NULL AND b >= :b0"
     if scope.segments:
         firsts = f"""SELECT user_id, min(occurred_at) AS first_at FROM events
-                     WHERE {_segments_sql(scope.segments, params)} AND user_id IN ({candidates}) GROUP BY 1"""
+                     WHERE {conditions_sql(scope.segments, params)} AND user_id IN ({candidates}) GROUP BY 1"""
     else:
         firsts = f"SELECT user_id, first_at FROM rollup_user_first WHERE user_id IN ({candidates})"
     next_b = "CAST(CAST(b AS timestamp) + CAST(:step AS interval) AS date)"
