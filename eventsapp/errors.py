@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NoReturn
 
 import sqlalchemy as sa
 from flask import Flask, jsonify
 from flask_smorest import Api, Blueprint
-from marshmallow import Schema, fields
+from marshmallow import RAISE, Schema, fields
+from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
 
 from .database import SchemaNotReady
@@ -125,3 +126,35 @@ def register_error_handlers(app: Flask) -> None:
             "Database unavailable; nothing from this request was stored. Retry later.",
             headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
         )
+
+
+# --- query parameters -------------------------------------------------------------------------------
+
+
+class _QueryParser(FlaskParser):
+    """Bad query parameters are the client's mistake: 400 naming each parameter, unknown ones included."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": RAISE, "querystring": RAISE}
+
+    def handle_error(self, error, req, schema, *, error_status_code, error_headers) -> NoReturn:
+        names = sorted(name for location in error.messages.values() if isinstance(location, dict)
+                       for name in location)
+        raise ApiError(f"Invalid query parameter(s): {', '.join(names)}.", status_code=400,
+                       errors=error.messages)
+
+    def load_querystring(self, req, schema):
+        # `from=…&from=…` would silently use the first: ambiguous, so refused (only lists may repeat).
+        single = {field.data_key or name for name, field in schema.fields.items()
+                  if not isinstance(field, fields.List)}
+        repeated = sorted(key for key in req.args if key in single and len(req.args.getlist(key)) > 1)
+        if repeated:
+            raise ApiError(f"Invalid query parameter(s): {', '.join(repeated)}.", status_code=400,
+                           errors={"query": {key: ["Given more than once."] for key in repeated}})
+        return super().load_querystring(req, schema)
+
+
+class QueryBlueprint(Blueprint):
+    """A blueprint whose query-parameter errors are 400s naming each parameter (unknown and repeated ones too)."""
+
+    ARGUMENTS_PARSER = _QueryParser()

@@ -117,6 +117,7 @@ def test_range_timezone_and_event_type_filters(client):
     ({"cursor": "not-a-cursor"}, "cursor"), ({"colour": "red"}, "colour"), ({"event_type": ""}, "event_type"),
     ({"tz": "CET"}, "tz"), ({"from": "0001-01-01"}, "from"), ({"to": "9999-12-31"}, "to"),
     ({"event_type": "buy\x00"}, "event_type"), ({"cursor": "\x00"}, "cursor"),
+    ({"limit": ["1", "2"]}, "limit"),  # given twice: ambiguous, as on /stats
 ])
 def test_bad_parameters_are_400_naming_them(client, params, field):
     client.post("/events", json=[make_event(user_id="p")])

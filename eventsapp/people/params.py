@@ -4,14 +4,12 @@ each parameter."""
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, NoReturn
+from typing import Any
 
 import sqlalchemy as sa
-from flask_smorest import Blueprint
 from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
-from webargs.flaskparser import FlaskParser
 
-from ..errors import ApiError
+from ..errors import ApiError, QueryBlueprint
 from ..stats.calendar import MAX_DATE, MIN_DATE, timezone_problem
 from ..stats.schemas import SEGMENT_HELP, TZ_HELP, Segment, SegmentField, TimezoneField, parse_segment, parse_timezone
 
@@ -19,23 +17,6 @@ __all__ = ["MAX_DATE", "MIN_DATE", "QueryBlueprint", "RangeArgs", "Segment", "Se
            "check_timezone", "parse_segment", "parse_timezone", "SEGMENT_HELP", "TZ_HELP", "timezone_problem"]
 
 UTC = timezone.utc
-
-
-class _QueryParser(FlaskParser):
-    """Bad query parameters are the client's mistake: 400 naming each parameter, unknown ones included."""
-
-    DEFAULT_VALIDATION_STATUS = 400
-    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": RAISE, "querystring": RAISE}
-
-    def handle_error(self, error, req, schema, *, error_status_code, error_headers) -> NoReturn:
-        names = sorted(name for location in error.messages.values() if isinstance(location, dict)
-                       for name in location)
-        raise ApiError(f"Invalid query parameter(s): {', '.join(names)}.", status_code=400,
-                       errors=error.messages)
-
-
-class QueryBlueprint(Blueprint):
-    ARGUMENTS_PARSER = _QueryParser()
 
 
 class RangeArgs(Schema):

@@ -1,15 +1,12 @@
 """``GET /stats/dau``, ``/stats/top-events``, ``/stats/retention``, ``/stats/summary``, ``/stats/timezones``."""
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any
 
 from flask import current_app
-from flask_smorest import Blueprint
-from marshmallow import RAISE, fields
-from webargs.flaskparser import FlaskParser
 
 from ..database import analytics_engine
-from ..errors import ApiError, document_errors
+from ..errors import QueryBlueprint, document_errors
 from ..extensions import db
 from . import queries
 from .calendar import accepted_timezones
@@ -17,34 +14,7 @@ from .schemas import (DauArgs, DauRowSchema, RetentionArgs, RetentionRowSchema, 
                       TimezonesSchema, TopEventRowSchema, TopEventsArgs)
 
 
-class _QueryParser(FlaskParser):
-    """Bad query parameters are the client's mistake: 400 naming each parameter, unknown ones included."""
-
-    DEFAULT_VALIDATION_STATUS = 400
-    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": RAISE, "querystring": RAISE}
-
-    def handle_error(self, error, req, schema, *, error_status_code, error_headers) -> NoReturn:
-        names = sorted(name for location in error.messages.values() if isinstance(location, dict)
-                       for name in location)
-        raise ApiError(f"Invalid query parameter(s): {', '.join(names)}.", status_code=400,
-                       errors=error.messages)
-
-    def load_querystring(self, req, schema):
-        # `from=…&from=…` would silently use the first: ambiguous, so refused (only lists may repeat).
-        single = {field.data_key or name for name, field in schema.fields.items()
-                  if not isinstance(field, fields.List)}
-        repeated = sorted(key for key in req.args if key in single and len(req.args.getlist(key)) > 1)
-        if repeated:
-            raise ApiError(f"Invalid query parameter(s): {', '.join(repeated)}.", status_code=400,
-                           errors={"query": {key: ["Given more than once."] for key in repeated}})
-        return super().load_querystring(req, schema)
-
-
-class _StatsBlueprint(Blueprint):
-    ARGUMENTS_PARSER = _QueryParser()
-
-
-blp = _StatsBlueprint("stats", __name__, url_prefix="/stats",
+blp = QueryBlueprint("stats", __name__, url_prefix="/stats",
                       description="Analytics in any timezone: DAU, top events, retention, summary.")
 
 _ERRORS = {
