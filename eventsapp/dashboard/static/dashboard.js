@@ -2,13 +2,13 @@
  * from outside the app. Values shown are also exposed as data-* attributes (tests read them). */
 (() => {
   "use strict";
+  const { svg, html } = window.eventsappDom;
 
   const $ = (id) => document.getElementById(id);
   const root = $("dashboard");
   const API_BASE = root.dataset.apiBase || "";
   const PROJECT_TZ = root.dataset.projectTimezone || "UTC";
   const KEY_STORE = "eventsapp.readKey";
-  const SVGNS = "http://www.w3.org/2000/svg";
   const DAY_MS = 86400000;
   const MAX_RANGE_DAYS = 366;
   const DEFAULT_DAYS = 30;
@@ -179,21 +179,6 @@
   }
 
   // ---- small DOM helpers
-  function svg(tag, attrs = {}, parent = null) {
-    const el = document.createElementNS(SVGNS, tag);
-    Object.entries(attrs).forEach(([k, v]) => el.setAttribute(k, v));
-    if (parent) parent.appendChild(el);
-    return el;
-  }
-  function html(tag, attrs = {}, text = null) {
-    const el = document.createElement(tag);
-    Object.entries(attrs).forEach(([k, v]) => {
-      if (k === "className") el.className = v;
-      else el.setAttribute(k, v);
-    });
-    if (text !== null) el.textContent = text;
-    return el;
-  }
   function setStatus(text, isError = false) {
     const el = $("status");
     el.textContent = text;

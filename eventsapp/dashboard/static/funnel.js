@@ -3,6 +3,7 @@
  * Values shown are also exposed as data-* attributes (tests read them). */
 (() => {
   "use strict";
+  const { html } = window.eventsappDom;
 
   const $ = (id) => document.getElementById(id);
   const root = $("dashboard");
@@ -20,15 +21,6 @@
   let generation = 0;
   let lastRange = "";
 
-  function html(tag, attrs = {}, text = null) {
-    const el = document.createElement(tag);
-    Object.entries(attrs).forEach(([k, v]) => {
-      if (k === "className") el.className = v;
-      else el.setAttribute(k, v);
-    });
-    if (text !== null) el.textContent = text;
-    return el;
-  }
 
   function duration(seconds) {
     if (seconds === null || seconds === undefined) return "–";

@@ -4,6 +4,7 @@
  * key dashboard.js keeps in sessionStorage. Values are exposed as data-* attributes (tests read them). */
 (() => {
   "use strict";
+  const { svg, html } = window.eventsappDom;
 
   const $ = (id) => document.getElementById(id);
   const root = $("dashboard");
@@ -11,7 +12,6 @@
   if (!root || !panel) return;
   const API_BASE = root.dataset.apiBase || "";
   const KEY_STORE = "eventsapp.readKey";
-  const SVGNS = "http://www.w3.org/2000/svg";
   const PROPERTY_MEASURES = ["sum", "avg", "min", "max", "median", "p90", "p95", "p99"];
   const PALETTE = ["#2563eb", "#d97706", "#059669", "#db2777", "#7c3aed", "#0891b2", "#65a30d", "#dc2626"];
   const MUTED = "#9ca3af";
@@ -23,18 +23,6 @@
   let controller = null;
   let geometry = null;
 
-  function svg(tag, attrs = {}, parent = null) {
-    const el = document.createElementNS(SVGNS, tag);
-    Object.entries(attrs).forEach(([k, v]) => el.setAttribute(k, v));
-    if (parent) parent.appendChild(el);
-    return el;
-  }
-  function html(tag, attrs = {}, text = null) {
-    const el = document.createElement(tag);
-    Object.entries(attrs).forEach(([k, v]) => (k === "className" ? (el.className = v) : el.setAttribute(k, v)));
-    if (text !== null) el.textContent = text;
-    return el;
-  }
   const format = (v) => (v === null || v === undefined ? "–" : numberFormat.format(v));
   const seriesName = (s) => (s.group === "other" ? "Other values ($other)" : s.group === "none" ? "No value" : s.breakdown === null ? "All" : s.breakdown);
 
