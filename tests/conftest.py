@@ -14,12 +14,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+import psycopg2.errors
 import pytest
 import sqlalchemy as sa
 
 from eventsapp import create_app
 from eventsapp.extensions import db
 from eventsapp.models import metadata
+from eventsapp.stats.rollups import FOLD_LOCK_KEY
 
 
 @pytest.fixture(scope="session")
@@ -68,8 +70,18 @@ def _empty_tables(request) -> None:
         return
     engine = request.getfixturevalue("engine")
     names = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
-    with engine.begin() as connection:
-        connection.exec_driver_sql(f"TRUNCATE {names}")
+    # The app's background folder may still be folding the previous test's events: take the fold lock
+    # first so the TRUNCATE waits for that fold instead of deadlocking with it; retry if a fold that
+    # had already locked some tables makes PostgreSQL pick this statement as the deadlock victim.
+    for attempt in range(5):
+        try:
+            with engine.begin() as connection:
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": FOLD_LOCK_KEY})
+                connection.exec_driver_sql(f"TRUNCATE {names}")
+            return
+        except sa.exc.OperationalError as exc:
+            if not isinstance(exc.orig, psycopg2.errors.DeadlockDetected) or attempt == 4:
+                raise
 
 
 @pytest.fixture
