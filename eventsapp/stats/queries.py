@@ -279,6 +279,7 @@ def top_events(connection: sa.Connection, scope: Scope, *, from_: date, to: date
 
 # Cohort c's window k is global window g = c + k; g of a local date d is (d - start_date) / step.
 _WINDOW_OF_PAIR = "((d - CAST(:start_date AS date)) / :step)"
+_WINDOW_OF_DAY = "((day - CAST(:start_date AS date)) / :step)"
 _FINAL = """SELECT m.c, a.g - m.c AS k, count(*) FROM m JOIN a
                 ON a.user_id = m.user_id AND a.g >= m.c AND a.g < m.c + :windows
             WHERE m.c >= 0 AND m.c < :cohorts
@@ -302,25 +303,20 @@ def retention_from_project_rollup(connection: sa.Connection, scope: Scope, *, st
     else:
         members = """SELECT DISTINCT user_id, (day - CAST(:start_date AS date)) / :step AS c FROM rollup_local_day_user
                      WHERE day >= :start_date AND day < :d_cohorts"""
-    if params["step"] == 1:  # one (local day, user) row per member and window: count rows
-        sql = f"""
-            WITH m AS MATERIALIZED ({members})
-            SELECT m.c, l.day - CAST(:start_date AS date) - m.c AS k, count(*)
-            FROM m JOIN rollup_local_day_user l ON l.user_id = m.user_id
-                AND l.day >= CAST(:start_date AS date) + m.c AND l.day < CAST(:start_date AS date) + m.c + :windows
-            WHERE m.c >= 0 AND m.c < :cohorts
-            GROUP BY 1, 2
-        """
-    else:  # a week holds several rows per user: probe each (member, window) once instead of deduplicating
-        sql = f"""
-            WITH m AS MATERIALIZED ({members})
-            SELECT m.c, w.k, count(*) FROM m CROSS JOIN generate_series(0, :windows - 1) AS w(k)
-            WHERE m.c >= 0 AND m.c < :cohorts AND EXISTS (
-                SELECT 1 FROM rollup_local_day_user l WHERE l.user_id = m.user_id
-                    AND l.day >= CAST(:start_date AS date) + (m.c + w.k) * 7
-                    AND l.day < CAST(:start_date AS date) + (m.c + w.k + 1) * 7)
-            GROUP BY 1, 2
-        """
+    # One index scan for all members (a sorted `= ANY(array)` lets PostgreSQL 17+ read neighbouring
+    # members off the same leaf page) instead of one probe per member, or per member and week: measured at
+    # 1M events / 100k users, 7 daily windows 68 -> 22 ms. A week holds several rows per user: DISTINCT.
+    distinct = "DISTINCT" if params["step"] > 1 else ""
+    sql = f"""
+        WITH m AS MATERIALIZED ({members}),
+        a AS MATERIALIZED (
+            SELECT {distinct} user_id, {_WINDOW_OF_DAY} AS g FROM rollup_local_day_user
+            WHERE user_id = ANY(ARRAY(SELECT user_id FROM m)) AND day >= :start_date AND day < :d_end
+        )
+        {_FINAL}
+    """
+    # Row estimates of materialized CTEs are guesses: keep the final join a hash join (see retention_from_scan).
+    connection.exec_driver_sql("SET LOCAL enable_nestloop = off")
     return {(c, k): n for c, k, n in connection.execute(sa.text(sql), params)}
 
 
