@@ -313,8 +313,9 @@ def retention_from_project_rollup(connection: sa.Connection, scope: Scope, *, st
                 WHERE day >= :start_date AND day < :d_end),
             m AS (SELECT user_id, g AS c FROM a WHERE g < :cohorts)"""
     sql = f"WITH {ctes} {_FINAL}"
-    # Row estimates of materialized CTEs are guesses: keep the final join a hash join (see retention_from_scan).
-    connection.exec_driver_sql("SET LOCAL enable_nestloop = off")
+    # Row estimates of materialized CTEs are guesses: keep the final join a hash join (see retention_from_scan)
+    # and deduplicate weeks by hashing, not by sorting text (see retention_from_utc_day_rollup).
+    connection.exec_driver_sql("SET LOCAL enable_nestloop = off; SET LOCAL enable_sort = off")
     return {(c, k): n for c, k, n in connection.execute(sa.text(sql), params)}
 
 
