@@ -300,8 +300,8 @@ def retention_from_project_rollup(connection: sa.Connection, scope: Scope, *, st
     params = _retention_params(scope, start_date, windows, window_size, cohorts)
     distinct = "DISTINCT" if params["step"] > 1 else ""  # a week holds several rows per user
     if cohort == "first_seen":
-        # One index scan for all members (a sorted `= ANY(array)` lets PostgreSQL 17+ read neighbouring
-        # members off the same leaf page) instead of one probe per member, or per member and week.
+        # One index scan for all members (the btree sorts the `= ANY(array)` keys, and PostgreSQL 17+ reads
+        # neighbouring members off one leaf page) instead of one probe per member, or per member and week.
         ctes = f"""m AS MATERIALIZED ({_first_seen_members("rollup_user_first")}),
             a AS MATERIALIZED (
                 SELECT {distinct} user_id, {_WINDOW_OF_DAY} AS g FROM rollup_local_day_user
@@ -339,8 +339,8 @@ def retention_from_utc_day_rollup(connection: sa.Connection, scope: Scope, *, st
     else:  # members are the active users of the cohorts' windows 0: one pass gives both
         ctes = f"a AS MATERIALIZED ({active.format(only='')}), m AS (SELECT user_id, g AS c FROM a WHERE g < :cohorts)"
     sql = f"WITH b AS ({SPLITS_SQL}), {ctes} {_FINAL}"
-    # See retention_from_scan; and the estimates of the pairs are small guesses that make the planner
-    # sort ~200k (user, window) pairs by text to deduplicate them, where hashing them is 3x faster.
+    # See retention_from_scan; and the pairs' row estimates are small guesses that make the planner sort
+    # ~200k (user, window) pairs by text (a collation-aware comparison each) to deduplicate them: hash them.
     connection.exec_driver_sql("SET LOCAL enable_nestloop = off; SET LOCAL enable_sort = off")
     return {(c, k): n for c, k, n in connection.execute(sa.text(sql), params)}
 
