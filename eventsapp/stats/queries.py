@@ -279,6 +279,7 @@ def top_events(connection: sa.Connection, scope: Scope, *, from_: date, to: date
 
 # Cohort c's window k is global window g = c + k; g of a local date d is (d - start_date) / step.
 _WINDOW_OF_PAIR = "((d - CAST(:start_date AS date)) / :step)"
+_WINDOW_OF_DAY = "((day - CAST(:start_date AS date)) / :step)"
 _FINAL = """SELECT m.c, a.g - m.c AS k, count(*) FROM m JOIN a
                 ON a.user_id = m.user_id AND a.g >= m.c AND a.g < m.c + :windows
             WHERE m.c >= 0 AND m.c < :cohorts
@@ -297,51 +298,50 @@ def _first_seen_members(table_first_at: str) -> str:
 def retention_from_project_rollup(connection: sa.Connection, scope: Scope, *, start_date: date, windows: int,
                                   window_size: str, cohort: str, cohorts: int) -> dict[tuple[int, int], int]:
     params = _retention_params(scope, start_date, windows, window_size, cohorts)
+    distinct = "DISTINCT" if params["step"] > 1 else ""  # a week holds several rows per user
     if cohort == "first_seen":
-        members = _first_seen_members("rollup_user_first")
+        # One index scan for all members (the btree sorts the `= ANY(array)` keys, and PostgreSQL 17+ reads
+        # neighbouring members off one leaf page) instead of one probe per member, or per member and week.
+        ctes = f"""m AS MATERIALIZED ({_first_seen_members("rollup_user_first")}),
+            a AS MATERIALIZED (
+                SELECT {distinct} user_id, {_WINDOW_OF_DAY} AS g FROM rollup_local_day_user
+                WHERE user_id = ANY(ARRAY(SELECT user_id FROM m)) AND day >= :start_date AND day < :d_end)"""
     else:
-        members = """SELECT DISTINCT user_id, (day - CAST(:start_date AS date)) / :step AS c FROM rollup_local_day_user
-                     WHERE day >= :start_date AND day < :d_cohorts"""
-    if params["step"] == 1:  # one (local day, user) row per member and window: count rows
-        sql = f"""
-            WITH m AS MATERIALIZED ({members})
-            SELECT m.c, l.day - CAST(:start_date AS date) - m.c AS k, count(*)
-            FROM m JOIN rollup_local_day_user l ON l.user_id = m.user_id
-                AND l.day >= CAST(:start_date AS date) + m.c AND l.day < CAST(:start_date AS date) + m.c + :windows
-            WHERE m.c >= 0 AND m.c < :cohorts
-            GROUP BY 1, 2
-        """
-    else:  # a week holds several rows per user: probe each (member, window) once instead of deduplicating
-        sql = f"""
-            WITH m AS MATERIALIZED ({members})
-            SELECT m.c, w.k, count(*) FROM m CROSS JOIN generate_series(0, :windows - 1) AS w(k)
-            WHERE m.c >= 0 AND m.c < :cohorts AND EXISTS (
-                SELECT 1 FROM rollup_local_day_user l WHERE l.user_id = m.user_id
-                    AND l.day >= CAST(:start_date AS date) + (m.c + w.k) * 7
-                    AND l.day < CAST(:start_date AS date) + (m.c + w.k + 1) * 7)
-            GROUP BY 1, 2
-        """
+        # Members are the active users of the cohorts' windows 0: one pass over the span's days gives both.
+        ctes = f"""a AS MATERIALIZED (
+                SELECT {distinct} user_id, {_WINDOW_OF_DAY} AS g FROM rollup_local_day_user
+                WHERE day >= :start_date AND day < :d_end),
+            m AS (SELECT user_id, g AS c FROM a WHERE g < :cohorts)"""
+    sql = f"WITH {ctes} {_FINAL}"
+    # Row estimates of materialized CTEs are guesses: keep the final join a hash join (see retention_from_scan)
+    # and deduplicate weeks by hashing, not by sorting text (see retention_from_utc_day_rollup).
+    connection.exec_driver_sql("SET LOCAL enable_nestloop = off; SET LOCAL enable_sort = off")
     return {(c, k): n for c, k, n in connection.execute(sa.text(sql), params)}
+
+
+# One pass over rollup_user_day gives each (user, UTC day) row's one or two local dates (see _PAIRS_FIRST
+# and _PAIRS_STRADDLE; the second is NULL unless the day's events straddle the split, and NULL fails every
+# date test): half the reading of their UNION ALL.
+_RETENTION_PAIRS = """SELECT u.user_id, x.d FROM rollup_user_day u JOIN b ON b.day = u.day
+    CROSS JOIN LATERAL (VALUES (CASE WHEN u.first_at < b.t THEN b.before_d ELSE b.after_d END),
+                               (CASE WHEN u.first_at < b.t AND u.last_at >= b.t THEN b.after_d END)) AS x(d)
+    WHERE u.day BETWEEN :lo AND :hi"""
 
 
 def retention_from_utc_day_rollup(connection: sa.Connection, scope: Scope, *, start_date: date, windows: int,
                                   window_size: str, cohort: str, cohorts: int) -> dict[tuple[int, int], int]:
     params = {**_retention_params(scope, start_date, windows, window_size, cohorts), **_split_params(scope)}
+    active = f"SELECT DISTINCT user_id, {_WINDOW_OF_PAIR} AS g FROM ({_RETENTION_PAIRS}{{only}}) AS x" \
+             " WHERE d >= :start_date AND d < :d_end"
     if cohort == "first_seen":
-        members = _first_seen_members("rollup_user_first")
-    else:
-        members = f"""SELECT DISTINCT user_id, {_WINDOW_OF_PAIR} AS c FROM ({_utc_day_pairs()}) AS x
-                      WHERE d >= :start_date AND d < :d_cohorts"""
-    sql = f"""
-        WITH b AS ({SPLITS_SQL}),
-        m AS MATERIALIZED ({members}),
-        a AS (
-            SELECT DISTINCT user_id, {_WINDOW_OF_PAIR} AS g FROM ({_utc_day_pairs(members_only=True)}) AS x
-            WHERE d >= :start_date AND d < :d_end
-        )
-        {_FINAL}
-    """
-    connection.exec_driver_sql("SET LOCAL enable_nestloop = off")  # see retention_from_scan
+        ctes = (f"m AS MATERIALIZED ({_first_seen_members('rollup_user_first')}),"
+                f" a AS ({active.format(only=_MEMBERS_ONLY)})")
+    else:  # members are the active users of the cohorts' windows 0: one pass gives both
+        ctes = f"a AS MATERIALIZED ({active.format(only='')}), m AS (SELECT user_id, g AS c FROM a WHERE g < :cohorts)"
+    sql = f"WITH b AS ({SPLITS_SQL}), {ctes} {_FINAL}"
+    # See retention_from_scan; and the pairs' row estimates are small guesses that make the planner sort
+    # ~200k (user, window) pairs by text (a collation-aware comparison each) to deduplicate them: hash them.
+    connection.exec_driver_sql("SET LOCAL enable_nestloop = off; SET LOCAL enable_sort = off")
     return {(c, k): n for c, k, n in connection.execute(sa.text(sql), params)}
 
 
