@@ -139,22 +139,6 @@ def _split_params(scope: Scope) -> dict[str, Any]:
 SPLITS_SQL = """SELECT * FROM unnest(CAST(:days AS date[]), CAST(:ts AS timestamptz[]), CAST(:befores AS date[]),
                                     CAST(:afters AS date[])) AS b(day, t, before_d, after_d)"""
 
-# The local dates a user was active on during one UTC day are exactly the local dates of their first and
-# last event that day (the calendar checked the local date never goes back within it and takes at most two
-# values): the first event's date, plus the later date when the day's events straddle its split ``t``.
-_PAIRS_FIRST = """SELECT CASE WHEN u.first_at < b.t THEN b.before_d ELSE b.after_d END AS d, u.user_id
-                  FROM rollup_user_day u JOIN b ON b.day = u.day WHERE u.day BETWEEN :lo AND :hi"""
-_PAIRS_STRADDLE = """SELECT b.after_d, u.user_id FROM rollup_user_day u JOIN b ON b.day = u.day
-                     WHERE u.day BETWEEN :lo AND :hi AND u.first_at < b.t AND u.last_at >= b.t"""
-_MEMBERS_ONLY = " AND u.user_id IN (SELECT user_id FROM m)"
-
-
-def _utc_day_pairs(members_only: bool = False, union: str = "UNION ALL") -> str:
-    """(local date d, user_id) pairs from rollup_user_day and the splits ``b`` (possibly repeated)."""
-    only = _MEMBERS_ONLY if members_only else ""
-    return f"{_PAIRS_FIRST}{only} {union} {_PAIRS_STRADDLE}{only}"
-
-
 # --- DAU ------------------------------------------------------------------------------------------
 
 
@@ -319,9 +303,12 @@ def retention_from_project_rollup(connection: sa.Connection, scope: Scope, *, st
     return {(c, k): n for c, k, n in connection.execute(sa.text(sql), params)}
 
 
-# One pass over rollup_user_day gives each (user, UTC day) row's one or two local dates (see _PAIRS_FIRST
-# and _PAIRS_STRADDLE; the second is NULL unless the day's events straddle the split, and NULL fails every
-# date test): half the reading of their UNION ALL.
+# The local dates a user was active on during one UTC day are exactly the local dates of their first and
+# last event that day (the calendar checked the local date never goes back within it and takes at most two
+# values): the first event's date, plus the later date when the day's events straddle its split ``t``. One
+# pass over rollup_user_day gives each row both (the second NULL unless the events straddle the split; NULL
+# fails every date test).
+_MEMBERS_ONLY = " AND u.user_id IN (SELECT user_id FROM m)"
 _RETENTION_PAIRS = """SELECT u.user_id, x.d FROM rollup_user_day u JOIN b ON b.day = u.day
     CROSS JOIN LATERAL (VALUES (CASE WHEN u.first_at < b.t THEN b.before_d ELSE b.after_d END),
                                (CASE WHEN u.first_at < b.t AND u.last_at >= b.t THEN b.after_d END)) AS x(d)
