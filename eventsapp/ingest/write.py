@@ -162,3 +162,26 @@ def _insert_new(connection: sa.Connection, count: int) -> int | None:
 def reject(count: int) -> None:
     """Count events refused by validation."""
     EVENTS_TOTAL.labels("rejected").inc(count)
+
+
+# Group commit (``ingest.groupcommit``) writes several requests' rows in one statement and must tell each
+# request which of ITS events were stored, so it needs the inserted ids rather than a count.
+INSERT_RETURNING_IDS = INSERT_FROM_STAGING.replace(
+    "RETURNING occurred_at, user_id, event_type", "RETURNING event_id, occurred_at, user_id, event_type"
+).replace("SELECT count(*) FROM inserted", "SELECT event_id::text FROM inserted")
+
+
+def write_events_returning_ids(connection: sa.Connection, rows: Sequence[rules.EventRow]) -> set[str]:
+    """Store validated rows exactly once (as ``write_events``) and return the event_ids this call inserted."""
+    if not rows:
+        return set()
+    unique = first_of_each_id(rows)
+    _ensure_staging(connection)
+    with connection.connection.dbapi_connection.cursor() as cursor:
+        cursor.copy_expert(COPY_STAGING, rows_to_copy_text(unique), size=1 << 20)
+    inserted = set(connection.exec_driver_sql(INSERT_RETURNING_IDS).scalars())
+    connection.exec_driver_sql("TRUNCATE staging_events")
+    EVENTS_TOTAL.labels("ingested").inc(len(inserted))
+    EVENTS_TOTAL.labels("duplicate").inc(len(rows) - len(inserted))
+    BATCH_SIZE.observe(len(rows))
+    return inserted
