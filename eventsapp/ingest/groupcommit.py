@@ -48,7 +48,7 @@ class _Pending:
 class GroupCommitter:
     """One committer thread (started on first use) writing queued requests in shared transactions."""
 
-    def __init__(self, engine: sa.Engine, *, max_events: int = 1000, max_wait: float = 0.002) -> None:
+    def __init__(self, engine: sa.Engine, *, max_events: int = 1000, max_wait: float = 0.0) -> None:
         self.engine = engine
         self.max_events = max_events
         self.max_wait = max_wait
