@@ -145,3 +145,16 @@ def test_a_row_the_database_refuses_fails_only_its_own_request(engine, poison):
     assert isinstance(results[-1], sa.exc.OperationalError)
     # Nothing of the refused request, not even its valid event, is stored.
     assert sorted(r["user_id"] for r in stored(engine)) == sorted(f"user-{i}" for i in range(len(good)))
+
+
+def test_a_deleted_users_late_sdk_retry_is_dropped_through_group_commit(client, engine):
+    when = datetime.now(timezone.utc) - timedelta(hours=1)
+    old = posthog_event(str(uuid.uuid4()), "u-gone", when)
+    assert client.post("/e/", json=old).json["ingested"] == 1
+    assert client.delete("/users/u-gone").status_code == 200
+    # The SDK retries the same event after the deletion: dropped, yet a success (it must not retry forever).
+    retry = client.post("/e/", json=old)
+    assert (retry.status_code, retry.json["ingested"], retry.json["duplicates"]) == (200, 0, 1)
+    newer = posthog_event(str(uuid.uuid4()), "u-gone", datetime.now(timezone.utc) + timedelta(minutes=1))
+    assert client.post("/e/", json=newer).json["ingested"] == 1
+    assert [r["event_id"] for r in stored(engine)] == [newer["uuid"]]
