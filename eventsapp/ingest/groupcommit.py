@@ -129,3 +129,26 @@ class GroupCommitter:
                     inserted.discard(row[0])  # the first request claims it; later ones see a duplicate
                     ingested += 1
             pending.done.set_result(WriteResult(ingested=ingested, duplicates=len(pending.rows) - ingested))
+
+
+_app_lock = threading.Lock()
+
+
+def app_committer() -> GroupCommitter | None:
+    """The current app's committer (created on first use), or None when EVENTSAPP_GROUP_COMMIT_EVENTS is 0."""
+    from flask import current_app  # here: the write path must load without Flask (flask import-csv)
+
+    from ..extensions import db
+
+    max_events = current_app.config["EVENTSAPP_GROUP_COMMIT_EVENTS"]
+    if max_events <= 0:
+        return None
+    committer = current_app.extensions.get("eventsapp_group_commit")
+    if committer is None:
+        with _app_lock:
+            committer = current_app.extensions.get("eventsapp_group_commit")
+            if committer is None:
+                committer = GroupCommitter(db.engine, max_events=max_events,
+                                           max_wait=current_app.config["EVENTSAPP_GROUP_COMMIT_WAIT_MS"] / 1000)
+                current_app.extensions["eventsapp_group_commit"] = committer
+    return committer

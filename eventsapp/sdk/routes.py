@@ -6,7 +6,6 @@ conditions worth retrying answer 429 or 503 (with Retry-After).
 """
 from __future__ import annotations
 
-import threading
 from datetime import datetime
 
 from flask import Response, current_app, request
@@ -16,7 +15,7 @@ from prometheus_client import Counter
 from ..errors import document_errors
 from ..extensions import db
 from ..ingest import rules
-from ..ingest.groupcommit import GroupCommitter
+from ..ingest.groupcommit import app_committer
 from ..security import authenticate, key_from_headers
 from ..security.auth import check_body_key_candidates, check_key_before_body
 from . import intake, service
@@ -107,7 +106,7 @@ def _segment(message_type: str | None) -> dict:
     received_at = datetime.now(rules.UTC)
     body = _receive(_basic_username() or key_from_headers(), service.SEGMENT_MAX_BATCH_BYTES, ("writeKey",))
     authenticate_sdk_key(_segment_key(body))
-    return service.ingest_segment(db.engine, body, message_type, received_at, committer=_committer())
+    return service.ingest_segment(db.engine, body, message_type, received_at, committer=app_committer())
 
 
 # analytics.js (the browser SDK) posts to the first letter of each call's type, and /v1/b when batching.
@@ -151,23 +150,5 @@ def posthog_capture():
     received_at = datetime.now(rules.UTC)
     body = _receive(key_from_headers(), current_app.config["EVENTSAPP_MAX_BODY_BYTES"], ("api_key", "token"))
     authenticate_sdk_key(_posthog_key(body))
-    return service.ingest_posthog(db.engine, body, received_at, committer=_committer())
+    return service.ingest_posthog(db.engine, body, received_at, committer=app_committer())
 
-
-_committer_lock = threading.Lock()
-
-
-def _committer() -> GroupCommitter | None:
-    """The app's group committer (created on first use), or None when EVENTSAPP_GROUP_COMMIT_EVENTS is 0."""
-    max_events = current_app.config["EVENTSAPP_GROUP_COMMIT_EVENTS"]
-    if max_events <= 0:
-        return None
-    committer = current_app.extensions.get("eventsapp_group_commit")
-    if committer is None:
-        with _committer_lock:
-            committer = current_app.extensions.get("eventsapp_group_commit")
-            if committer is None:
-                committer = GroupCommitter(db.engine, max_events=max_events,
-                                           max_wait=current_app.config["EVENTSAPP_GROUP_COMMIT_WAIT_MS"] / 1000)
-                current_app.extensions["eventsapp_group_commit"] = committer
-    return committer
