@@ -158,3 +158,28 @@ def test_a_deleted_users_late_sdk_retry_is_dropped_through_group_commit(client, 
     newer = posthog_event(str(uuid.uuid4()), "u-gone", datetime.now(timezone.utc) + timedelta(minutes=1))
     assert client.post("/e/", json=newer).json["ingested"] == 1
     assert [r["event_id"] for r in stored(engine)] == [newer["uuid"]]
+
+
+def test_concurrent_small_post_events_batches_store_each_once_and_answer_201_only_when_all_new(
+        live_server, engine):
+    from conftest import make_event
+
+    pool = [make_event(user_id=f"user-{i % 9}") for i in range(40)]
+    chooser = random.Random(7)
+    batches = [chooser.sample(pool, chooser.randint(1, 4)) for _ in range(120)]
+    local = threading.local()
+
+    def send(batch: list[dict]) -> requests.Response:
+        local.session = getattr(local, "session", None) or requests.Session()  # keep-alive, as SDKs do
+        return local.session.post(f"{live_server}/events", json=batch, timeout=30)
+
+    with ThreadPoolExecutor(max_workers=12) as executor:
+        answers = list(executor.map(send, batches))
+
+    bodies = [a.json() for a in answers]
+    for answer, body, batch in zip(answers, bodies, batches):
+        assert answer.status_code == (201 if body["duplicates"] == 0 else 200)
+        assert body["ingested"] + body["duplicates"] == len(batch)
+    sent = {event["event_id"] for batch in batches for event in batch}
+    assert sum(body["ingested"] for body in bodies) == len(sent)
+    assert sorted(r["event_id"] for r in stored(engine)) == sorted(sent)
