@@ -78,6 +78,11 @@ def from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
             analytics_url := env.get("EVENTSAPP_ANALYTICS_DATABASE_URL", "").strip()) else None,
         # The embedded PostgreSQL's settings over the ones sized from the machine (embedded_pg).
         "EVENTSAPP_EMBEDDED_PG_SETTINGS": _pg_settings(env, "EVENTSAPP_EMBEDDED_PG_SETTINGS"),
+        # Group commit of SDK requests: events per shared transaction (0: each request commits alone), and
+        # how long the committer waits for more requests once one is queued (0: it takes those already
+        # waiting, which pile up during the previous commit; measured faster than 2 ms on 2 loaded cores).
+        "EVENTSAPP_GROUP_COMMIT_EVENTS": _int(env, "EVENTSAPP_GROUP_COMMIT_EVENTS", 1000),
+        "EVENTSAPP_GROUP_COMMIT_WAIT_MS": _int(env, "EVENTSAPP_GROUP_COMMIT_WAIT_MS", 0),
     }
 
 

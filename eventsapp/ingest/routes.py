@@ -8,6 +8,7 @@ from ..errors import ApiError, document_errors
 from ..extensions import db
 from . import rules, service
 from .body import read_json_body
+from .groupcommit import app_committer
 from .schemas import EventSchema, IngestResultSchema
 
 blp = Blueprint("ingest", __name__, description="Send events. Each event is stored once per event_id.")
@@ -78,6 +79,7 @@ def post_events():
         idempotency_key=_idempotency_key(),
         fingerprint=body.sha256,
         key_ttl_seconds=current_app.config["EVENTSAPP_IDEMPOTENCY_TTL"],
+        committer=app_committer(),
     )
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
     return outcome.body, outcome.status_code, headers

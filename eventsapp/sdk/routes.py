@@ -15,6 +15,7 @@ from prometheus_client import Counter
 from ..errors import document_errors
 from ..extensions import db
 from ..ingest import rules
+from ..ingest.groupcommit import app_committer
 from ..security import authenticate, key_from_headers
 from ..security.auth import check_body_key_candidates, check_key_before_body
 from . import intake, service
@@ -105,7 +106,7 @@ def _segment(message_type: str | None) -> dict:
     received_at = datetime.now(rules.UTC)
     body = _receive(_basic_username() or key_from_headers(), service.SEGMENT_MAX_BATCH_BYTES, ("writeKey",))
     authenticate_sdk_key(_segment_key(body))
-    return service.ingest_segment(db.engine, body, message_type, received_at)
+    return service.ingest_segment(db.engine, body, message_type, received_at, committer=app_committer())
 
 
 # analytics.js (the browser SDK) posts to the first letter of each call's type, and /v1/b when batching.
@@ -149,4 +150,5 @@ def posthog_capture():
     received_at = datetime.now(rules.UTC)
     body = _receive(key_from_headers(), current_app.config["EVENTSAPP_MAX_BODY_BYTES"], ("api_key", "token"))
     authenticate_sdk_key(_posthog_key(body))
-    return service.ingest_posthog(db.engine, body, received_at)
+    return service.ingest_posthog(db.engine, body, received_at, committer=app_committer())
+

@@ -49,6 +49,7 @@ from prometheus_client import Counter
 
 from ..errors import ApiError
 from ..ingest import rules
+from ..ingest.groupcommit import GroupCommitter
 from ..ingest.service import WriteResult, reject, write_events
 
 # Fixed forever: changing them would make retries of already-stored messages store a second copy.
@@ -459,25 +460,32 @@ def _collect(items: list[Any], to_row: Callable[[Any], tuple[rules.EventRow | No
 
 
 def ingest_segment(engine: sa.Engine, body: Any, message_type: str | None,
-                   received_at: datetime | None = None) -> dict[str, Any]:
+                   received_at: datetime | None = None, committer: GroupCommitter | None = None) -> dict[str, Any]:
     """Validate and store a Segment request body; return Segment's success answer."""
     rows = segment_rows(body, received_at or datetime.now(rules.UTC), message_type)
-    result = store(engine, rows, "segment")
+    result = store(engine, rows, "segment", committer)
     return {"success": True, "ingested": result.ingested, "duplicates": result.duplicates}
 
 
 def ingest_posthog(engine: sa.Engine, body: Any, received_at: datetime | None = None,
-                   max_events: int = rules.MAX_EVENTS_PER_BATCH) -> dict[str, Any]:
+                   max_events: int = rules.MAX_EVENTS_PER_BATCH,
+                   committer: GroupCommitter | None = None) -> dict[str, Any]:
     """Validate and store a PostHog capture body; return PostHog's success answer."""
     rows = posthog_rows(body, received_at or datetime.now(rules.UTC), max_events)
-    result = store(engine, rows, "posthog")
+    result = store(engine, rows, "posthog", committer)
     return {"status": 1, "ingested": result.ingested, "duplicates": result.duplicates}
 
 
-def store(engine: sa.Engine, rows: Iterable[rules.EventRow], sdk: str) -> SdkResult:
-    """Write the rows in one transaction through the one write path (dedupe by event_id, rollups, counters)."""
+def store(engine: sa.Engine, rows: Iterable[rules.EventRow], sdk: str,
+          committer: GroupCommitter | None = None) -> SdkResult:
+    """Write the rows through the one write path (dedupe by event_id, rollups, counters): in a transaction
+    shared with other waiting requests when a ``committer`` is given, else in one of their own."""
     rows = list(rows)
-    with engine.begin() as connection:
-        result: WriteResult = write_events(connection, rows)
+    result: WriteResult
+    if committer is not None:
+        result = committer.submit(rows)
+    else:
+        with engine.begin() as connection:
+            result = write_events(connection, rows)
     SDK_EVENTS.labels(sdk).inc(len(rows))
     return SdkResult(ingested=result.ingested, duplicates=result.duplicates)
