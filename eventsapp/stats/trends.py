@@ -405,17 +405,28 @@ def _lifecycle(connection: sa.Connection, scope: Scope, rollups: bool, *, from_:
     # active in the bucket before (returning); only a user without an earlier active bucket here can be
     # new (their first-ever bucket, looked up, is this one). The rest follows by arithmetic:
     # resurrecting = active - returning - new, dormant = active in the bucket before - returning.
-    sql = f"""
-        WITH seq AS {materialized} (
+    seq = f"""WITH seq AS {materialized} (
             SELECT b, user_id, lag(b) OVER (PARTITION BY {partition} ORDER BY b) AS pb FROM ({act}) AS act
-        ), firsts AS (
-            SELECT user_id, {_bucket_of_day(interval, "CAST(first_at AT TIME ZONE :tz AS date)")} AS fb
-            FROM ({firsts}) AS f
-        )
-        SELECT s.b, count(*), count(*) FILTER (WHERE s.pb = {prev_b}), count(*) FILTER (WHERE f.fb = s.b)
-        FROM seq s LEFT JOIN firsts f ON s.pb IS NULL AND f.user_id = s.user_id
-        GROUP BY s.b"""
-    counts = {b: (active, ret, new) for b, active, ret, new in connection.execute(sa.text(sql), params)}
+        )"""
+    if interval == "day" and not scope.segments:
+        # A day's new users are exactly those whose first-ever event is on it (that event makes them active
+        # then): count them from the first_at index apart, and the pass needs no join.
+        sql = f"{seq} SELECT s.b, count(*), count(*) FILTER (WHERE s.pb = {prev_b}) FROM seq s GROUP BY s.b"
+        counts = {b: [active, ret, 0] for b, active, ret in connection.execute(sa.text(sql), params)}
+        for b, new in connection.execute(sa.text("""
+                SELECT CAST(first_at AT TIME ZONE :tz AS date) AS b, count(*) FROM rollup_user_first
+                WHERE first_at >= :lo_at AND first_at < :hi_at AND CAST(first_at AT TIME ZONE :tz AS date) >= :first
+                  AND CAST(first_at AT TIME ZONE :tz AS date) <= :last GROUP BY 1"""), params):
+            counts.setdefault(b, [0, 0, 0])[2] = new
+    else:
+        sql = f"""{seq}, firsts AS (
+                SELECT user_id, {_bucket_of_day(interval, "CAST(first_at AT TIME ZONE :tz AS date)")} AS fb
+                FROM ({firsts}) AS f
+            )
+            SELECT s.b, count(*), count(*) FILTER (WHERE s.pb = {prev_b}), count(*) FILTER (WHERE f.fb = s.b)
+            FROM seq s LEFT JOIN firsts f ON s.pb IS NULL AND f.user_id = s.user_id
+            GROUP BY s.b"""
+        counts = {b: [active, ret, new] for b, active, ret, new in connection.execute(sa.text(sql), params)}
     rows = []
     previous_key = before
     for b in current:
