@@ -17,9 +17,10 @@ an hour (Australia/Lord_Howe) are bucketed by the hours of their standard offset
 from __future__ import annotations
 
 import bisect
+import operator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import Decimal
+from decimal import MAX_PREC, Decimal, localcontext
 from typing import Any
 
 import sqlalchemy as sa
@@ -56,6 +57,9 @@ _AGGREGATES = {
 _RANKS = {"events": "sum(n)", "users": "count(DISTINCT user_id)", "wau": "count(DISTINCT user_id)",
           "mau": "count(DISTINCT user_id)", "per_user_avg": "count(DISTINCT user_id)",
           **{m: _AGGREGATES[m] for m in PROPERTY_MEASURES}}
+# Measures whose value over the union of groups follows from each group's value (and which rank by
+# themselves): a breakdown's ``other`` group and ranking need no second read of the rows.
+_COMBINE = {"events": operator.add, "sum": operator.add, "min": min, "max": max}
 
 
 @dataclass(frozen=True)
@@ -201,63 +205,66 @@ def _trends(connection: sa.Connection, scope: Scope, rollups: bool, *, from_: da
                               "limit": limit}
     params["lo_at"], params["hi_at"] = _instants(connection, scope.tz, lo, to + timedelta(days=1))
     source = _source_sql(rollups, scope, measure, interval, breakdown, property, params)
-    if _RANKS[measure] == "count(DISTINCT user_id)":
-        rank_sql = """SELECT v, count(*) AS m FROM (SELECT DISTINCT v, user_id FROM ev WHERE r = 0 AND v IS NOT NULL)
-                      AS pairs GROUP BY v"""
-    else:
-        rank_sql = f"SELECT v, {_RANKS[measure]} AS m FROM ev WHERE r = 0 AND v IS NOT NULL GROUP BY v"
     # ev: the rows with their range r (0 = [from, to], 1 = the previous range, 2 = look-back of windows).
-    # top: the ranked values; g labels each row value / other / none.
     range_of = "CASE WHEN d >= :first THEN 0 WHEN d >= :pfirst THEN 1 ELSE 2 END"
-    if breakdown is None:  # one series: no ranking, and nothing to materialise or join
-        ctes = f"""
-            WITH top AS (SELECT CAST(NULL AS text) AS v, CAST(NULL AS bigint) AS rk WHERE FALSE),
-            g AS (SELECT s.*, {range_of} AS r, 'value' AS grp, CAST(NULL AS text) AS vkey, CAST(NULL AS bigint) AS rk
-                  FROM ({source}) AS s)"""
+    if breakdown is not None and measure in _COMBINE:
+        values, ranks = _combined_breakdown(connection, source, range_of, params, measure, interval, limit)
     else:
-        # Two reads of the rows instead of one materialised copy (a million rows spill to disk): rank the
-        # values first, then label each row by the ranked list. The local-date filter hides the row count
-        # from the planner, which would then sort a million values by locale to group them: hash instead.
-        connection.exec_driver_sql("SET LOCAL enable_sort = off")
-        ranked = connection.execute(sa.text(f"""
-            WITH ev AS (SELECT s.*, {range_of} AS r FROM ({source}) AS s)
-            SELECT v FROM ({rank_sql}) AS ranked ORDER BY m DESC NULLS LAST, v COLLATE "C" LIMIT :limit"""),
-            params).scalars().all()
-        params["top"] = list(ranked)
-        ctes = f"""
-            WITH top AS (SELECT v, rk FROM unnest(CAST(:top AS text[])) WITH ORDINALITY AS t(v, rk)),
-            g AS (
-                SELECT ev.*, CASE WHEN ev.v IS NULL THEN 'none' WHEN top.v IS NOT NULL THEN 'value' ELSE 'other' END
-                           AS grp,
-                       top.v AS vkey, top.rk
-                FROM (SELECT s.*, {range_of} AS r FROM ({source}) AS s) AS ev LEFT JOIN top ON top.v = ev.v
-            )"""
-    if measure == "users" and interval == "day" and breakdown is None and rollups:
-        values, ranks = _project_daily_users(connection, params)
-    elif measure in WINDOW_DAYS:
-        unique_pairs = breakdown is None and rollups and interval != "hour"
-        values, ranks = (_window_masks(connection, ctes, params, window, current + previous, unique_pairs)
-                         or _window_values(connection, ctes, params, window, current + previous, unique_pairs))
-    else:
-        bucket = "hb" if interval == "hour" else _bucket_of_day(interval)
-        if measure in ("users", "per_user_avg"):
-            # Distinct users by hashing (bucket, group, user) rows, then counting them: no sort per bucket.
-            aggregate = "count(*)" if measure == "users" else "sum(n)::numeric / count(*)"
-            sql = f"""{ctes}
-                SELECT r, b, grp, vkey, min(rk), {aggregate} FROM (
-                    SELECT r, {bucket} AS b, grp, vkey, rk, user_id, sum(n) AS n FROM g WHERE r < 2
-                    GROUP BY r, b, grp, vkey, rk, user_id
-                ) AS per_user GROUP BY r, b, grp, vkey"""
+        if _RANKS[measure] == "count(DISTINCT user_id)":
+            rank_sql = """SELECT v, count(*) AS m FROM (SELECT DISTINCT v, user_id FROM ev WHERE r = 0 AND v IS NOT NULL)
+                          AS pairs GROUP BY v"""
         else:
-            sql = f"""{ctes}
-                SELECT r, {bucket} AS b, grp, vkey, min(rk), {_AGGREGATES[measure]}
-                FROM g WHERE r < 2 GROUP BY r, b, grp, vkey"""
-        values, ranks = {}, {}
-        for r, b, grp, vkey, rk, value in connection.execute(sa.text(sql), params):
-            values[(r, b, grp, vkey)] = _number(value)
-            if rk is not None:
-                ranks[vkey] = rk
-            ranks.setdefault((grp, vkey), None)
+            rank_sql = f"SELECT v, {_RANKS[measure]} AS m FROM ev WHERE r = 0 AND v IS NOT NULL GROUP BY v"
+        # top: the ranked values; g labels each row value / other / none.
+        if breakdown is None:  # one series: no ranking, and nothing to materialise or join
+            ctes = f"""
+                WITH top AS (SELECT CAST(NULL AS text) AS v, CAST(NULL AS bigint) AS rk WHERE FALSE),
+                g AS (SELECT s.*, {range_of} AS r, 'value' AS grp, CAST(NULL AS text) AS vkey, CAST(NULL AS bigint) AS rk
+                      FROM ({source}) AS s)"""
+        else:
+            # Two reads of the rows instead of one materialised copy (a million rows spill to disk): rank the
+            # values first, then label each row by the ranked list. The local-date filter hides the row count
+            # from the planner, which would then sort a million values by locale to group them: hash instead.
+            connection.exec_driver_sql("SET LOCAL enable_sort = off")
+            ranked = connection.execute(sa.text(f"""
+                WITH ev AS (SELECT s.*, {range_of} AS r FROM ({source}) AS s)
+                SELECT v FROM ({rank_sql}) AS ranked ORDER BY m DESC NULLS LAST, v COLLATE "C" LIMIT :limit"""),
+                params).scalars().all()
+            params["top"] = list(ranked)
+            ctes = f"""
+                WITH top AS (SELECT v, rk FROM unnest(CAST(:top AS text[])) WITH ORDINALITY AS t(v, rk)),
+                g AS (
+                    SELECT ev.*, CASE WHEN ev.v IS NULL THEN 'none' WHEN top.v IS NOT NULL THEN 'value' ELSE 'other' END
+                               AS grp,
+                           top.v AS vkey, top.rk
+                    FROM (SELECT s.*, {range_of} AS r FROM ({source}) AS s) AS ev LEFT JOIN top ON top.v = ev.v
+                )"""
+        if measure == "users" and interval == "day" and breakdown is None and rollups:
+            values, ranks = _project_daily_users(connection, params)
+        elif measure in WINDOW_DAYS:
+            unique_pairs = breakdown is None and rollups and interval != "hour"
+            values, ranks = (_window_masks(connection, ctes, params, window, current + previous, unique_pairs)
+                             or _window_values(connection, ctes, params, window, current + previous, unique_pairs))
+        else:
+            bucket = "hb" if interval == "hour" else _bucket_of_day(interval)
+            if measure in ("users", "per_user_avg"):
+                # Distinct users by hashing (bucket, group, user) rows, then counting them: no sort per bucket.
+                aggregate = "count(*)" if measure == "users" else "sum(n)::numeric / count(*)"
+                sql = f"""{ctes}
+                    SELECT r, b, grp, vkey, min(rk), {aggregate} FROM (
+                        SELECT r, {bucket} AS b, grp, vkey, rk, user_id, sum(n) AS n FROM g WHERE r < 2
+                        GROUP BY r, b, grp, vkey, rk, user_id
+                    ) AS per_user GROUP BY r, b, grp, vkey"""
+            else:
+                sql = f"""{ctes}
+                    SELECT r, {bucket} AS b, grp, vkey, min(rk), {_AGGREGATES[measure]}
+                    FROM g WHERE r < 2 GROUP BY r, b, grp, vkey"""
+            values, ranks = {}, {}
+            for r, b, grp, vkey, rk, value in connection.execute(sa.text(sql), params):
+                values[(r, b, grp, vkey)] = _number(value)
+                if rk is not None:
+                    ranks[vkey] = rk
+                ranks.setdefault((grp, vkey), None)
     series = _series_order(ranks, breakdown)
     empty = 0 if measure in ZERO_WHEN_EMPTY else None
     rows = []
@@ -271,6 +278,41 @@ def _trends(connection: sa.Connection, scope: Scope, rollups: bool, *, from_: da
                 row["previous_value"] = values.get((1, p.key, grp, vkey), empty) if p else empty
             rows.append(row)
     return rows
+
+
+def _combined_breakdown(connection: sa.Connection, source: str, range_of: str, params: dict[str, Any],
+                        measure: str, interval: str, limit: int) -> tuple[dict, dict]:
+    """A breakdown whose measure over several values follows from each value's own (``_COMBINE``): one
+    read of the rows aggregated per (range, bucket, value); the ranking (desc, then by code point, as
+    ``COLLATE "C"``) and the ``other`` group are folded here instead of in a second read."""
+    bucket = "hb" if interval == "hour" else _bucket_of_day(interval)
+    # The local-date filter hides the row count from the planner, which would then sort to group: hash.
+    connection.exec_driver_sql("SET LOCAL enable_sort = off")
+    rows = connection.execute(sa.text(f"""
+        SELECT r, b, v, {_AGGREGATES[measure]} FROM (
+            SELECT {range_of} AS r, {bucket} AS b, v, n, x FROM ({source}) AS s
+        ) AS ev WHERE r < 2 GROUP BY r, b, v"""), params).all()
+    combine = _COMBINE[measure]
+    with localcontext() as context:
+        context.prec = MAX_PREC  # numeric sums stay exact, as in PostgreSQL
+        totals: dict[str, Any] = {}
+        for r, _, v, m in rows:
+            if r == 0 and v is not None:
+                totals[v] = combine(totals[v], m) if v in totals else m
+        ranked = sorted(totals)  # by code point, then (stable) by the measure, largest first
+        ranked.sort(key=totals.__getitem__, reverse=True)
+        top = {v: rk for rk, v in enumerate(ranked[:limit], start=1)}
+        values: dict = {}
+        ranks: dict = {}
+        for r, b, v, m in rows:
+            grp = "none" if v is None else "value" if v in top else "other"
+            vkey = v if grp == "value" else None
+            key = (r, b, grp, vkey)
+            values[key] = combine(values[key], m) if key in values else m
+            if vkey is not None:
+                ranks[vkey] = top[vkey]
+            ranks.setdefault((grp, vkey), None)
+    return {key: _number(value) for key, value in values.items()}, ranks
 
 
 def _project_daily_users(connection: sa.Connection, params: dict[str, Any]) -> tuple[dict, dict]:
