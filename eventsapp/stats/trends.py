@@ -437,7 +437,8 @@ def _stickiness(connection: sa.Connection, scope: Scope, rollups: bool, *, from_
                 interval: str) -> list[dict]:
     """Return ``[{"intervals": n, "users": m}]`` for n = 1..(days or ISO weeks touching [from_, to]): the
     users with a matching event in exactly n of them."""
-    count = len(buckets(connection, scope.tz, interval, from_, to))
+    weeks = buckets(connection, scope.tz, interval, from_, to)
+    count = len(weeks)
     params: dict[str, Any] = {"tz": scope.tz, "lo": from_, "first": from_, "last": to}
     params["lo_at"], params["hi_at"] = _instants(connection, scope.tz, from_, to + timedelta(days=1))
     source = _source_sql(rollups, scope, "users", interval, None, None, params)
@@ -446,6 +447,20 @@ def _stickiness(connection: sa.Connection, scope: Scope, rollups: bool, *, from_
         # (user_id, day) index in order. Hashing 100k text keys instead costs about twice as much.
         connection.exec_driver_sql("SET LOCAL enable_hashagg = off")
         per_user = f"SELECT user_id, count(*) AS n FROM ({source}) AS s GROUP BY user_id"
+    elif rollups and (to - from_).days < MASK_DAYS:
+        # Each user's days as one bitmask, built while reading the (user_id, day) index in order; a user's
+        # weeks are the week masks it meets. No DISTINCT (a sort per user) over the weeks.
+        connection.exec_driver_sql("SET LOCAL enable_hashagg = off")
+        weeks_met = []
+        for i, week in enumerate(weeks):
+            start = max((week.day - from_).days, 0)
+            end = min((week.day - from_).days + 7, (to - from_).days + 1)
+            params[f"w{i}"] = ((1 << end) - 1) ^ ((1 << start) - 1)
+            weeks_met.append(f"CAST(m & CAST(:w{i} AS bigint) <> 0 AS int)")
+        per_user = f"""SELECT {" + ".join(weeks_met)} AS n FROM (
+                           SELECT bit_or(CAST(1 AS bigint) << (d - CAST(:lo AS date))) AS m FROM ({source}) AS s
+                           GROUP BY user_id
+                       ) AS masks"""
     else:
         per_user = f"SELECT user_id, count(DISTINCT {_bucket_of_day(interval)}) AS n FROM ({source}) AS s GROUP BY 1"
     sql = f"SELECT n, count(*) FROM ({per_user}) AS per_user GROUP BY n"
