@@ -207,8 +207,13 @@ def _trends(connection: sa.Connection, scope: Scope, rollups: bool, *, from_: da
     source = _source_sql(rollups, scope, measure, interval, breakdown, property, params)
     # ev: the rows with their range r (0 = [from, to], 1 = the previous range, 2 = look-back of windows).
     range_of = "CASE WHEN d >= :first THEN 0 WHEN d >= :pfirst THEN 1 ELSE 2 END"
+    found = None
     if breakdown is not None and measure in _COMBINE:
-        values, ranks = _combined_breakdown(connection, source, range_of, params, measure, interval, limit)
+        found = _combined_breakdown(connection, source, range_of, params, measure, interval, limit)
+    elif breakdown is not None and measure == "users":
+        found = _users_of_few_values(connection, source, range_of, params, interval, limit)
+    if found is not None:
+        values, ranks = found
     else:
         if _RANKS[measure] == "count(DISTINCT user_id)":
             rank_sql = """SELECT v, count(*) AS m FROM (SELECT DISTINCT v, user_id FROM ev WHERE r = 0 AND v IS NOT NULL)
@@ -313,6 +318,38 @@ def _combined_breakdown(connection: sa.Connection, source: str, range_of: str, p
                 ranks[vkey] = top[vkey]
             ranks.setdefault((grp, vkey), None)
     return {key: _number(value) for key, value in values.items()}, ranks
+
+
+def _users_of_few_values(connection: sa.Connection, source: str, range_of: str, params: dict[str, Any],
+                         interval: str, limit: int) -> tuple[dict, dict] | None:
+    """Distinct users per (range, bucket, value) and the ranking, in one read of the rows, when every
+    value seen is ranked (at most ``limit``, all present in [from, to]): then there is no ``other`` group
+    and the ranking is the same read's users per value over the range. Else None (two reads)."""
+    bucket = "hb" if interval == "hour" else _bucket_of_day(interval)
+    connection.exec_driver_sql("SET LOCAL enable_sort = off")
+    rows = connection.execute(sa.text(f"""
+        SELECT r, b, v, whole, count(*) FROM (
+            SELECT r, b, v, GROUPING(b) AS whole FROM (
+                SELECT {range_of} AS r, {bucket} AS b, v, user_id FROM ({source}) AS s
+            ) AS ev WHERE r < 2 GROUP BY GROUPING SETS ((r, b, v, user_id), (r, v, user_id))
+        ) AS per_user GROUP BY r, b, v, whole"""), params).all()
+    totals = {v: users for r, _, v, whole, users in rows if whole and r == 0 and v is not None}
+    if len(totals) > limit or any(v is not None and v not in totals for _, _, v, _, _ in rows):
+        return None
+    ranked = sorted(totals)  # by code point, then (stable) by users, most first
+    ranked.sort(key=totals.__getitem__, reverse=True)
+    top = {v: rk for rk, v in enumerate(ranked, start=1)}
+    values: dict = {}
+    ranks: dict = {}
+    for r, b, v, whole, users in rows:
+        if whole:
+            continue
+        grp = "none" if v is None else "value"
+        values[(r, b, grp, v)] = users
+        if v is not None:
+            ranks[v] = top[v]
+        ranks.setdefault((grp, v), None)
+    return values, ranks
 
 
 def _project_daily_users(connection: sa.Connection, params: dict[str, Any]) -> tuple[dict, dict]:
