@@ -210,8 +210,8 @@ def _trends(connection: sa.Connection, scope: Scope, rollups: bool, *, from_: da
     found = None
     if breakdown is not None and measure in _COMBINE:
         found = _combined_breakdown(connection, source, range_of, params, measure, interval, limit)
-    elif breakdown is not None and measure == "users":
-        found = _users_of_few_values(connection, source, range_of, params, interval, limit)
+    elif breakdown is not None and (measure == "users" or measure in PROPERTY_MEASURES):
+        found = _few_values(connection, source, range_of, params, measure, interval, limit)
     if found is not None:
         values, ranks = found
     else:
@@ -320,32 +320,40 @@ def _combined_breakdown(connection: sa.Connection, source: str, range_of: str, p
     return {key: _number(value) for key, value in values.items()}, ranks
 
 
-def _users_of_few_values(connection: sa.Connection, source: str, range_of: str, params: dict[str, Any],
-                         interval: str, limit: int) -> tuple[dict, dict] | None:
-    """Distinct users per (range, bucket, value) and the ranking, in one read of the rows, when every
-    value seen is ranked (at most ``limit``, all present in [from, to]): then there is no ``other`` group
-    and the ranking is the same read's users per value over the range. Else None (two reads)."""
+def _few_values(connection: sa.Connection, source: str, range_of: str, params: dict[str, Any], measure: str,
+                interval: str, limit: int) -> tuple[dict, dict] | None:
+    """``users`` or a property measure per (range, bucket, value) and the ranking, in one read of the rows,
+    when every value seen is ranked (at most ``limit``, all present in [from, to]): then there is no
+    ``other`` group, and the ranking (the measure, or users, per value over the range) comes from the same
+    read by GROUPING SETS. Else None (two reads: rank, then group by the ranked list)."""
     bucket = "hb" if interval == "hour" else _bucket_of_day(interval)
     connection.exec_driver_sql("SET LOCAL enable_sort = off")
-    rows = connection.execute(sa.text(f"""
-        SELECT r, b, v, whole, count(*) FROM (
-            SELECT r, b, v, GROUPING(b) AS whole FROM (
-                SELECT {range_of} AS r, {bucket} AS b, v, user_id FROM ({source}) AS s
-            ) AS ev WHERE r < 2 GROUP BY GROUPING SETS ((r, b, v, user_id), (r, v, user_id))
-        ) AS per_user GROUP BY r, b, v, whole"""), params).all()
-    totals = {v: users for r, _, v, whole, users in rows if whole and r == 0 and v is not None}
+    if measure == "users":
+        sql = f"""
+            SELECT r, b, v, whole, count(*) FROM (
+                SELECT r, b, v, GROUPING(b) AS whole FROM (
+                    SELECT {range_of} AS r, {bucket} AS b, v, user_id FROM ({source}) AS s
+                ) AS ev WHERE r < 2 GROUP BY GROUPING SETS ((r, b, v, user_id), (r, v, user_id))
+            ) AS per_user GROUP BY r, b, v, whole"""
+    else:
+        sql = f"""
+            SELECT r, b, v, GROUPING(b), {_AGGREGATES[measure]} FROM (
+                SELECT {range_of} AS r, {bucket} AS b, v, x FROM ({source}) AS s
+            ) AS ev WHERE r < 2 GROUP BY GROUPING SETS ((r, b, v), (r, v))"""
+    rows = connection.execute(sa.text(sql), params).all()
+    totals = {v: m for r, _, v, whole, m in rows if whole and r == 0 and v is not None}
     if len(totals) > limit or any(v is not None and v not in totals for _, _, v, _, _ in rows):
         return None
-    ranked = sorted(totals)  # by code point, then (stable) by users, most first
-    ranked.sort(key=totals.__getitem__, reverse=True)
+    ranked = sorted(totals)  # by code point, then (stable) by the measure, largest first
+    ranked.sort(key=totals.__getitem__, reverse=True)  # the measures here are never null over a value's rows
     top = {v: rk for rk, v in enumerate(ranked, start=1)}
     values: dict = {}
     ranks: dict = {}
-    for r, b, v, whole, users in rows:
+    for r, b, v, whole, m in rows:
         if whole:
             continue
         grp = "none" if v is None else "value"
-        values[(r, b, grp, v)] = users
+        values[(r, b, grp, v)] = _number(m)
         if v is not None:
             ranks[v] = top[v]
         ranks.setdefault((grp, v), None)
