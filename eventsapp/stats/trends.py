@@ -207,11 +207,11 @@ def _trends(connection: sa.Connection, scope: Scope, rollups: bool, *, from_: da
     source = _source_sql(rollups, scope, measure, interval, breakdown, property, params)
     # ev: the rows with their range r (0 = [from, to], 1 = the previous range, 2 = look-back of windows).
     range_of = "CASE WHEN d >= :first THEN 0 WHEN d >= :pfirst THEN 1 ELSE 2 END"
-    found = None
+    found, ranked = None, None
     if breakdown is not None and measure in _COMBINE:
         found = _combined_breakdown(connection, source, range_of, params, measure, interval, limit)
     elif breakdown is not None and (measure == "users" or measure in PROPERTY_MEASURES):
-        found = _few_values(connection, source, range_of, params, measure, interval, limit)
+        found, ranked = _few_values(connection, source, range_of, params, measure, interval, limit)
     if found is not None:
         values, ranks = found
     else:
@@ -231,10 +231,11 @@ def _trends(connection: sa.Connection, scope: Scope, rollups: bool, *, from_: da
             # values first, then label each row by the ranked list. The local-date filter hides the row count
             # from the planner, which would then sort a million values by locale to group them: hash instead.
             connection.exec_driver_sql("SET LOCAL enable_sort = off")
-            ranked = connection.execute(sa.text(f"""
-                WITH ev AS (SELECT s.*, {range_of} AS r FROM ({source}) AS s)
-                SELECT v FROM ({rank_sql}) AS ranked ORDER BY m DESC NULLS LAST, v COLLATE "C" LIMIT :limit"""),
-                params).scalars().all()
+            if ranked is None:
+                ranked = connection.execute(sa.text(f"""
+                    WITH ev AS (SELECT s.*, {range_of} AS r FROM ({source}) AS s)
+                    SELECT v FROM ({rank_sql}) AS ranked ORDER BY m DESC NULLS LAST, v COLLATE "C" LIMIT :limit"""),
+                    params).scalars().all()
             params["top"] = list(ranked)
             ctes = f"""
                 WITH top AS (SELECT v, rk FROM unnest(CAST(:top AS text[])) WITH ORDINALITY AS t(v, rk)),
@@ -321,11 +322,12 @@ def _combined_breakdown(connection: sa.Connection, source: str, range_of: str, p
 
 
 def _few_values(connection: sa.Connection, source: str, range_of: str, params: dict[str, Any], measure: str,
-                interval: str, limit: int) -> tuple[dict, dict] | None:
-    """``users`` or a property measure per (range, bucket, value) and the ranking, in one read of the rows,
-    when every value seen is ranked (at most ``limit``, all present in [from, to]): then there is no
-    ``other`` group, and the ranking (the measure, or users, per value over the range) comes from the same
-    read by GROUPING SETS. Else None (two reads: rank, then group by the ranked list)."""
+                interval: str, limit: int) -> tuple[tuple[dict, dict] | None, list[str]]:
+    """``users`` or a property measure per (range, bucket, value) and the ranking, in one read of the rows:
+    the ranking (the measure, or users, per value over [from, to]) comes from the same read by GROUPING
+    SETS. When every value seen is ranked (at most ``limit``, all present in [from, to]) there is no
+    ``other`` group and this is the answer: ``((values, ranks), top)``; else ``(None, top)``, and the
+    caller groups a second read by the ranked list (two reads, as without this one)."""
     bucket = "hb" if interval == "hour" else _bucket_of_day(interval)
     connection.exec_driver_sql("SET LOCAL enable_sort = off")
     if measure == "users":
@@ -342,10 +344,10 @@ def _few_values(connection: sa.Connection, source: str, range_of: str, params: d
             ) AS ev WHERE r < 2 GROUP BY GROUPING SETS ((r, b, v), (r, v))"""
     rows = connection.execute(sa.text(sql), params).all()
     totals = {v: m for r, _, v, whole, m in rows if whole and r == 0 and v is not None}
-    if len(totals) > limit or any(v is not None and v not in totals for _, _, v, _, _ in rows):
-        return None
     ranked = sorted(totals)  # by code point, then (stable) by the measure, largest first
     ranked.sort(key=totals.__getitem__, reverse=True)  # the measures here are never null over a value's rows
+    if len(totals) > limit or any(v is not None and v not in totals for _, _, v, _, _ in rows):
+        return None, ranked[:limit]
     top = {v: rk for rk, v in enumerate(ranked, start=1)}
     values: dict = {}
     ranks: dict = {}
@@ -357,7 +359,7 @@ def _few_values(connection: sa.Connection, source: str, range_of: str, params: d
         if v is not None:
             ranks[v] = top[v]
         ranks.setdefault((grp, v), None)
-    return values, ranks
+    return (values, ranks), ranked
 
 
 def _project_daily_users(connection: sa.Connection, params: dict[str, Any]) -> tuple[dict, dict]:
@@ -405,7 +407,8 @@ def _window_masks(connection: sa.Connection, ctes: str, params: dict[str, Any], 
     if unique_pairs:
         # One row per (day, user) in the (user_id, day) index's order: group while reading it, no hashing.
         connection.exec_driver_sql("SET LOCAL enable_hashagg = off")
-        per_user = f"SELECT 'value' AS grp, CAST(NULL AS text) AS vkey, CAST(NULL AS bigint) AS rk, bit_or({bit}) AS m FROM g GROUP BY user_id"
+        per_user = f"""SELECT 'value' AS grp, CAST(NULL AS text) AS vkey, CAST(NULL AS bigint) AS rk,
+                              bit_or({bit}) AS m FROM g GROUP BY user_id"""
     else:
         per_user = f"SELECT grp, vkey, rk, bit_or({bit}) AS m FROM g GROUP BY grp, vkey, rk, user_id"
     sql = f"""{ctes}
