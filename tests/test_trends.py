@@ -427,6 +427,16 @@ def test_ties_at_the_limit_other_none_and_literal_group_names(client, dataset):
     assert "$other" in {r["breakdown"] for r in rows if r["group"] == "value"}
 
 
+def test_breakdowns_with_every_value_ranked_match_python(client, dataset):
+    """With a limit above the number of values there is no `other` group: users, the property measures and
+    those folded from per-value aggregates (events, sum, min, max) read the rows once; compare may add
+    values seen only in the previous range (then `other` again)."""
+    for measure in ("users", "events", "sum", "min", "max", "avg", "median", "p90"):
+        for breakdown in ("event_type", "properties.platform"):
+            for interval, compare in (("day", False), ("week", True), ("hour", False)):
+                _check_trends(client, dataset, None, "UTC", measure, interval, breakdown, limit=100, compare=compare)
+
+
 def test_numbers_given_as_strings_are_left_out(client):
     events = [{"event_id": str(uuid.uuid4()), "occurred_at": "2025-10-01T10:00:00Z", "user_id": "a",
                "event_type": "buy", "properties": {"price": price}}
