@@ -7,6 +7,7 @@ lets event_type steps read the (event_type, occurred_at) index alone). CALLS tim
 2 warm-ups, one keep-alive connection. ``--data-dir`` keeps the loaded database for the next run.
 
     python bench/funnels.py [--rows 1000000] [--calls 10] [--data-dir /tmp/funnels-1m]
+    python bench/funnels.py --rows 10000000 --days 90 --calls 5 --data-dir /tmp/q10m/pgdata-10000000-1000000-days90
 
 Before/after on one machine: ``--only 1,2,6`` times only those questions (1-based), and ``--serve-from
 /work/main`` serves another checkout's code (its own .venv) against the same data; alternate the two runs
@@ -26,7 +27,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from ingest_http import BIN, REPO_ROOT, wait_ready  # noqa: E402  (this folder is sys.path[0])
-from queries import server_env, time_calls  # noqa: E402
+from queries import csv_for, server_env, time_calls  # noqa: E402
 
 STEPS3 = "step=event_type:app_open&step=event_type:add_to_cart&step=event_type:purchase"
 QUESTIONS = (
@@ -48,14 +49,11 @@ QUESTIONS = (
 )
 
 
-def load(rows: int, users: int, data_dir: Path, env: dict[str, str], cache: Path) -> float | None:
+def load(rows: int, users: int, days: int, data_dir: Path, env: dict[str, str], cache: Path) -> float | None:
     """Generate and import the events unless ``data_dir`` already holds them; seconds spent, or None."""
     if (data_dir / "PG_VERSION").exists():
         return None
-    csv_path = cache / f"events-{rows}-users{users}-seed1.csv"
-    if not csv_path.exists():
-        subprocess.run([sys.executable, str(REPO_ROOT / "data" / "generate_events.py"), "--rows", str(rows),
-                        "--users", str(users), "--seed", "1", "--out", str(csv_path)], check=True)
+    csv_path = csv_for(rows, cache, users, days)
     began = time.perf_counter()
     subprocess.run([str(BIN / "flask"), "import-csv", str(csv_path), "--quiet"], cwd=REPO_ROOT, env=env,
                    check=True, stdout=subprocess.DEVNULL)
@@ -77,6 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--calls", type=int, default=10)
+    parser.add_argument("--days", type=int, default=30, help="Days of generated data (issue 17's 10M shape: 90).")
     parser.add_argument("--project-tz", default="UTC")
     parser.add_argument("--port", type=int, default=8814)
     parser.add_argument("--data-dir", default=None, help="Keep the loaded database here (reused if present).")
@@ -94,7 +93,7 @@ def main() -> None:
     env = server_env(data_dir, args.project_tz)
     server = None
     try:
-        import_s = load(args.rows, args.rows // 10, data_dir, env, cache)
+        import_s = load(args.rows, args.rows // 10, args.days, data_dir, env, cache)
         vacuum(data_dir)
         serve_bin = serve_from / ".venv" / "bin" if serve_from != REPO_ROOT else BIN
         server = subprocess.Popen(
@@ -119,7 +118,7 @@ def main() -> None:
 
     loaded = f"import-csv {import_s:.1f} s" if import_s is not None else f"reused {data_dir}"
     print(f"\n/stats/funnel over HTTP (waitress, 4 threads), {args.rows:,} events, {args.rows // 10:,} users, "
-          f"project tz {args.project_tz}; {args.calls} calls each after 2 warm-ups; {loaded};"
+          f"{args.days} days, project tz {args.project_tz}; {args.calls} calls each after 2 warm-ups; {loaded};"
           f" code {serve_from}")
     print(f"| {'question':<40} | {'p50 ms':>8} | {'p95 ms':>8} | {'goal ms':>7} |")
     print(f"|{'-' * 42}|{'-' * 10}|{'-' * 10}|{'-' * 9}|")

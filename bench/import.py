@@ -43,17 +43,11 @@ sys.path.insert(0, str(REPO))
 from queries import csv_for  # noqa: E402  (this folder is sys.path[0])
 
 
-def events_file(rows: int, users_per_million: int | None, cache: Path) -> Path:
-    """The generated file of ``rows`` rows; ``users_per_million``: distinct users per 1M rows (the
-    generator's default is 40k per 1M)."""
-    if users_per_million is None:
-        return csv_for(rows, cache)
-    users = max(users_per_million * rows // 1_000_000, 50)
-    path = cache / f"events-{rows}-users{users}-seed1.csv"
-    if not path.exists():
-        subprocess.run([sys.executable, str(REPO / "data" / "generate_events.py"), "--rows", str(rows),
-                        "--seed", "1", "--users", str(users), "--out", str(path)], check=True)
-    return path
+def events_file(rows: int, users_per_million: int | None, cache: Path, days: int = 30) -> Path:
+    """The generated file of ``rows`` rows over ``days`` days; ``users_per_million``: distinct users per 1M
+    rows (the generator's default is 40k per 1M)."""
+    users = None if users_per_million is None else max(users_per_million * rows // 1_000_000, 50)
+    return csv_for(rows, cache, users, days)
 
 REFERENCE_SCHEMA = """
 DROP TABLE IF EXISTS bench_ref_plain, bench_ref_indexed;
@@ -234,13 +228,15 @@ def main() -> int:
                         help="distinct users per 1M rows (default: the generator's 40k per 1M)")
     parser.add_argument("--reference", action="store_true",
                         help="also COPY into the reference schema (GIN) at 1M rows and more")
+    parser.add_argument("--days", type=int, default=30,
+                        help="days of generated data (issue 17's 10M shape: 90)")
     parser.add_argument("--skip-reruns", action="store_true",
                         help="skip the same-key and all-duplicates runs")
     args = parser.parse_args()
     sizes = [int(size) for size in args.rows.split(",")]
     files = Path(args.data)
     files.mkdir(parents=True, exist_ok=True)
-    paths = {rows: events_file(rows, args.users, files) for rows in sizes}
+    paths = {rows: events_file(rows, args.users, files, args.days) for rows in sizes}
     unique = {rows: without_repeats(path) for rows, path in paths.items()}
 
     env = dict(os.environ, PYTHONUNBUFFERED="1", EVENTSAPP_LOG_LEVEL="WARNING")

@@ -9,6 +9,7 @@ warm-up calls, one keep-alive connection.
     python bench/queries.py [--sizes 100000,1000000] [--users default,100000] [--calls 30] [--project-tz UTC]
                             [--other-tz America/New_York]
     python bench/queries.py --sizes 1000000 --users 100000 --only trends   # issue 13's goals (100k users per 1M)
+    python bench/queries.py --sizes 10000000 --users 1000000 --days 90 --calls 5 --data-dir /tmp/q10m  # issue 17
 """
 from __future__ import annotations
 
@@ -104,11 +105,13 @@ def server_env(data_dir: Path, project_tz: str) -> dict[str, str]:
     return env
 
 
-def csv_for(rows: int, cache: Path, users: int | None = None) -> Path:
-    """The generated CSV of ``rows`` events (``users`` distinct users; None: the generator's default)."""
-    path = cache / (f"events-{rows}-seed1.csv" if users is None else f"events-{rows}-seed1-users{users}.csv")
+def csv_for(rows: int, cache: Path, users: int | None = None, days: int = 30) -> Path:
+    """The generated CSV of ``rows`` events over ``days`` days from 2025-08-01 (``users`` distinct users;
+    None: the generator's default)."""
+    name = f"events-{rows}-seed1" + ("" if users is None else f"-users{users}") + ("" if days == 30 else f"-days{days}")
+    path = cache / f"{name}.csv"
     if not path.exists():
-        shape = [] if users is None else ["--users", str(users)]
+        shape = ([] if users is None else ["--users", str(users)]) + ["--days", str(days)]
         subprocess.run([sys.executable, str(REPO_ROOT / "data" / "generate_events.py"), "--rows", str(rows),
                         "--seed", "1", "--out", str(path), *shape], check=True)
     return path
@@ -127,17 +130,20 @@ def table_rows(data_dir: Path) -> dict[str, int]:
 
 
 def bench_size(rows: int, users: int | None, args, cache: Path) -> tuple[list[tuple], dict]:
-    csv_path = csv_for(rows, cache, users)
-    workdir = Path(tempfile.mkdtemp(prefix="eventsapp-bench-queries-"))
-    data_dir = workdir / "pgdata"
+    csv_path = csv_for(rows, cache, users, args.days)
+    # --data-dir keeps the loaded database (one folder per size and shape) and reuses it when present.
+    workdir = None if args.data_dir else Path(tempfile.mkdtemp(prefix="eventsapp-bench-queries-"))
+    data_dir = (Path(args.data_dir) / f"pgdata-{rows}-{users or 'default'}-days{args.days}" if args.data_dir
+                else workdir / "pgdata")
     env = server_env(data_dir, args.project_tz)
-    info: dict = {}
+    info: dict = {"import_s": None}
     server = None
     try:
-        began = time.perf_counter()
-        subprocess.run([str(BIN / "flask"), "import-csv", str(csv_path), "--quiet"], cwd=REPO_ROOT, env=env,
-                       check=True, stdout=subprocess.DEVNULL)
-        info["import_s"] = time.perf_counter() - began
+        if not (data_dir / "PG_VERSION").exists():
+            began = time.perf_counter()
+            subprocess.run([str(BIN / "flask"), "import-csv", str(csv_path), "--quiet"], cwd=REPO_ROOT,
+                           env=env, check=True, stdout=subprocess.DEVNULL)
+            info["import_s"] = time.perf_counter() - began
         server = subprocess.Popen(
             [str(BIN / "waitress-serve"), f"--listen=127.0.0.1:{args.port}", "--threads=4", "wsgi:app"],
             cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -156,16 +162,19 @@ def bench_size(rows: int, users: int | None, args, cache: Path) -> tuple[list[tu
                 print(failure, file=sys.stderr)
                 p50 = p95 = float("inf")
             results.append((rows, users or "default", name, "other tz" if "tz=" in path else "project tz", p50, p95))
-        began = time.perf_counter()
-        subprocess.run([str(BIN / "flask"), "rollups", "rebuild"], cwd=REPO_ROOT, env=env, check=True,
-                       stdout=subprocess.DEVNULL)
-        info["rebuild_s"] = time.perf_counter() - began
+        info["rebuild_s"] = None
+        if not args.skip_rebuild:
+            began = time.perf_counter()
+            subprocess.run([str(BIN / "flask"), "rollups", "rebuild"], cwd=REPO_ROOT, env=env, check=True,
+                           stdout=subprocess.DEVNULL)
+            info["rebuild_s"] = time.perf_counter() - began
         return results, info
     finally:
         if server is not None:
             server.send_signal(signal.SIGTERM)
             server.wait(60)
-        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> None:
@@ -181,6 +190,13 @@ def main() -> None:
                         help="Time only the DAU/top/retention questions, or only trends/stickiness/lifecycle.")
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "eventsapp-bench-data"),
                         help="Folder for the generated CSV files (kept between runs).")
+    parser.add_argument("--days", type=int, default=30,
+                        help="Days of generated data from 2025-08-01 (issue 17's 10M shape: 90); the questions "
+                             "ask about the first 30.")
+    parser.add_argument("--data-dir", default=None,
+                        help="Keep each loaded database in a folder here and reuse it on the next run "
+                             "(e.g. for bench/funnels.py --data-dir).")
+    parser.add_argument("--skip-rebuild", action="store_true", help="Do not time `flask rollups rebuild`.")
     args = parser.parse_args()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -196,8 +212,10 @@ def main() -> None:
           f"{args.project_tz}, other tz {args.other_tz}; segments event_type:add_to_cart, properties.platform=ios")
     for (size, users), info in infos.items():
         tables = ", ".join(f"{k} {v:,}" for k, v in info["tables"].items())
-        print(f"{size:,} events, users {users}: import-csv (incl. folding the rollups) {info['import_s']:.2f} s; "
-              f"`flask rollups rebuild` {info['rebuild_s']:.2f} s; rows: {tables}")
+        imported = "reused" if info["import_s"] is None else f"{info['import_s']:.2f} s"
+        rebuilt = "not timed" if info["rebuild_s"] is None else f"{info['rebuild_s']:.2f} s"
+        print(f"{size:,} events over {args.days} days, users {users}: import-csv (incl. folding the rollups) "
+              f"{imported}; `flask rollups rebuild` {rebuilt}; rows: {tables}")
     print(f"| {'events':>9} | {'users':>7} | {'query':<30} | {'variant':<15} | {'p50 ms':>8} | {'p95 ms':>8} |")
     print(f"|{'-' * 11}|{'-' * 9}|{'-' * 32}|{'-' * 17}|{'-' * 10}|{'-' * 10}|")
     for size, users, name, variant, p50, p95 in all_rows:
