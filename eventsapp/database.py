@@ -87,6 +87,9 @@ def upgrade_embedded_schema(app: Flask) -> None:
 # --- analytics reads from a hot standby (EVENTSAPP_ANALYTICS_DATABASE_URL) --------------------------
 
 REPLAY_POLL_SECONDS = 0.02
+# True once the standby has replayed up to :lsn; a server not in recovery (the primary itself) always has.
+REPLAYED_SQL = sa.text(
+    "SELECT NOT pg_is_in_recovery() OR coalesce(pg_last_wal_replay_lsn() >= CAST(:lsn AS pg_lsn), false)")
 
 
 def analytics_engine(app: Flask) -> sa.Engine | None:
@@ -123,9 +126,7 @@ def wait_for_replay(connection: sa.Connection, lsn: str, deadline: float) -> boo
     woken at an LSN.
     """
     while True:
-        caught_up = connection.exec_driver_sql(
-            "SELECT NOT pg_is_in_recovery() OR coalesce(pg_last_wal_replay_lsn() >= %(lsn)s::pg_lsn, false)",
-            {"lsn": lsn}).scalar_one()
+        caught_up = connection.execute(REPLAYED_SQL, {"lsn": lsn}).scalar_one()
         if caught_up:
             return True
         remaining = deadline - time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gc
 import sys
 import time
+from contextlib import nullcontext
 from typing import TextIO
 
 import click
@@ -62,21 +63,24 @@ def get_engine_and_timezone():
     from flask import current_app, has_app_context
     from flask.cli import ScriptInfo
 
-    if not has_app_context():
+    if has_app_context():
+        context = nullcontext()
+    else:
         info = click.get_current_context().find_object(ScriptInfo)
-        # The plain `flask` CLI runs this as a plugin command, without loading wsgi.py: stay lean.
-        if info is None or (info.create_app is None and info._loaded_app is None):
+        # The plain `flask` CLI runs this as a plugin command, without loading wsgi.py: stay lean. Only a
+        # ScriptInfo with an app factory (the test runner, an embedding script) makes the app here; an app
+        # the CLI loaded to run a command comes with its app context (FlaskGroup.get_command,
+        # with_appcontext), the branch above.
+        if info is None or info.create_app is None:
             from .. import config
             from .bootstrap import engine_without_app
 
             return engine_without_app(), config.from_env()["EVENTSAPP_TIMEZONE"]
-        app = info.load_app()
-    else:
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        context = info.load_app().app_context()
     from ..extensions import db
 
-    with app.app_context():
-        return db.engine, app.config.get("EVENTSAPP_TIMEZONE")
+    with context:
+        return db.engine, current_app.config.get("EVENTSAPP_TIMEZONE")
 
 
 @click.command("import-csv")

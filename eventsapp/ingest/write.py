@@ -169,10 +169,11 @@ def reject(count: int) -> None:
 # small (a few single-event requests), so the rows go as five arrays in ONE statement instead of the
 # staging table's four round trips (create, COPY, insert, truncate); the arrays are aliased as
 # ``staging_events`` so that the tombstone filter (written against that name) applies unchanged.
-INSERT_ARRAYS_RETURNING_IDS = f"""
+# CAST, not ``:ids::uuid[]``: sa.text sees no bind in a name that ``::`` follows.
+INSERT_ARRAYS_RETURNING_IDS = sa.text(f"""
 WITH staging_events AS (
-    SELECT * FROM unnest(%(ids)s::uuid[], %(times)s::timestamptz[], %(users)s::text[], %(types)s::text[],
-                         %(properties)s::jsonb[])
+    SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:times AS timestamptz[]), CAST(:users AS text[]),
+                         CAST(:types AS text[]), CAST(:properties AS jsonb[]))
         AS staging_events(event_id, occurred_at, user_id, event_type, properties)
 ), inserted AS (
     INSERT INTO events (event_id, occurred_at, user_id, event_type, properties)
@@ -186,7 +187,7 @@ WITH staging_events AS (
     SELECT occurred_at, user_id, event_type FROM inserted
 )
 SELECT event_id::text FROM inserted
-"""
+""")
 
 
 def write_events_returning_ids(connection: sa.Connection, rows: Sequence[rules.EventRow]) -> set[str]:
@@ -195,9 +196,9 @@ def write_events_returning_ids(connection: sa.Connection, rows: Sequence[rules.E
         return set()
     unique = first_of_each_id(rows)
     ids, times, users, types, properties = (list(column) for column in zip(*unique))
-    # psycopg2 sends each Python list as one array value; exec_driver_sql keeps SQLAlchemy's error
-    # wrapping (an OperationalError stays a 503).
-    inserted = set(connection.exec_driver_sql(INSERT_ARRAYS_RETURNING_IDS, {
+    # psycopg2 sends each Python list as one array value; SQLAlchemy's error wrapping stays (an
+    # OperationalError is a 503).
+    inserted = set(connection.execute(INSERT_ARRAYS_RETURNING_IDS, {
         "ids": ids, "times": times, "users": users, "types": types, "properties": properties}).scalars())
     EVENTS_TOTAL.labels("ingested").inc(len(inserted))
     EVENTS_TOTAL.labels("duplicate").inc(len(rows) - len(inserted))

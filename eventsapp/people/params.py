@@ -59,7 +59,8 @@ class LocalRange:
         self.first, self.last, self.tz = first, last, tz
 
     def sql(self, params: dict[str, Any], style: str = "named") -> str:
-        """Conditions (joined with AND, or TRUE) in ``:name`` (sa.text) or ``%(name)s`` (driver) style."""
+        """Conditions (joined with AND, or TRUE) with ``:name`` binds for ``sa.text``; ``style="driver"``
+        writes ``%(name)s`` instead, only for the export's COPY (see ``conditions_sql``)."""
         def p(name: str) -> str:
             return f":{name}" if style == "named" else f"%({name})s"
 

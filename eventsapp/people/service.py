@@ -128,10 +128,10 @@ class Deletion:
 # holds it up, removed: the tables end up as a rebuild from the remaining events would make them (rows
 # with a zero count never exist there). One statement for many users (a bulk request costs a few round
 # trips per few hundred users). Runs after fold_outbox, so every one of these events is in the rollups and
-# nothing is queued. %(tz)s: the project timezone the local-day rollups hold.
-DELETE_SQL = f"""
+# nothing is queued. ``:tz`` is the project timezone the local-day rollups hold.
+DELETE_SQL = sa.text(f"""
 WITH gone AS (
-    DELETE FROM events WHERE user_id = ANY(%(user_ids)s) RETURNING user_id, occurred_at, event_type
+    DELETE FROM events WHERE user_id = ANY(:user_ids) RETURNING user_id, occurred_at, event_type
 ), by_quarter AS (
     SELECT {QUARTER} AS bucket, event_type, count(*) AS n FROM gone GROUP BY 1, 2
 ), quarter_down AS (
@@ -141,7 +141,7 @@ WITH gone AS (
     DELETE FROM rollup_type_quarter r USING by_quarter g
     WHERE r.bucket = g.bucket AND r.event_type = g.event_type AND r.events <= g.n
 ), by_local_type AS (
-    SELECT (occurred_at AT TIME ZONE %(tz)s)::date AS day, event_type, count(*) AS n FROM gone GROUP BY 1, 2
+    SELECT (occurred_at AT TIME ZONE :tz)::date AS day, event_type, count(*) AS n FROM gone GROUP BY 1, 2
 ), local_type_down AS (
     UPDATE rollup_local_day_type r SET events = r.events - g.n FROM by_local_type g
     WHERE r.day = g.day AND r.event_type = g.event_type AND r.events > g.n
@@ -149,7 +149,7 @@ WITH gone AS (
     DELETE FROM rollup_local_day_type r USING by_local_type g
     WHERE r.day = g.day AND r.event_type = g.event_type AND r.events <= g.n
 ), local_days AS (
-    DELETE FROM rollup_local_day_user WHERE user_id = ANY(%(user_ids)s) RETURNING day
+    DELETE FROM rollup_local_day_user WHERE user_id = ANY(:user_ids) RETURNING day
 ), by_day AS (
     SELECT day, count(*) AS n FROM local_days GROUP BY 1
 ), dau_down AS (
@@ -162,18 +162,19 @@ WITH gone AS (
     USING (SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date AS day, user_id FROM gone) d
     WHERE r.day = d.day AND r.user_id = d.user_id
 ), user_first AS (
-    DELETE FROM rollup_user_first WHERE user_id = ANY(%(user_ids)s)
+    DELETE FROM rollup_user_first WHERE user_id = ANY(:user_ids)
 )
 SELECT user_id, count(*) FROM gone GROUP BY 1
-"""
+""")
 
-TOMBSTONES_SQL = (
-    "INSERT INTO user_tombstones (user_hash, deleted_at) SELECT h, %(at)s FROM unnest(%(hashes)s::bytea[]) h "
+# CAST, not ``:hashes::bytea[]``: sa.text sees no bind in a name that ``::`` follows.
+TOMBSTONES_SQL = sa.text(
+    "INSERT INTO user_tombstones (user_hash, deleted_at) SELECT h, :at FROM unnest(CAST(:hashes AS bytea[])) h "
     "ON CONFLICT (user_hash) DO UPDATE SET deleted_at = GREATEST(user_tombstones.deleted_at, EXCLUDED.deleted_at)"
 )
-AUDIT_SQL = (
+AUDIT_SQL = sa.text(
     "INSERT INTO deletion_audit (user_hash, requested_by, deleted_at, events_deleted, found) "
-    "SELECT h, %(by)s, %(at)s, n, n > 0 FROM unnest(%(hashes)s::bytea[], %(counts)s::bigint[]) AS t(h, n)"
+    "SELECT h, :by, :at, n, n > 0 FROM unnest(CAST(:hashes AS bytea[]), CAST(:counts AS bigint[])) AS t(h, n)"
 )
 
 
@@ -194,12 +195,11 @@ def delete_users(connection: sa.Connection, user_ids: Sequence[str], *, requeste
     fold_outbox(connection, project_tz)
     tz = _rollup_timezone(connection) or project_tz
     deleted_at = connection.exec_driver_sql("SELECT clock_timestamp()").scalar_one()
-    counts = dict(connection.exec_driver_sql(DELETE_SQL, {"user_ids": user_ids, "tz": tz}).all())
+    counts = dict(connection.execute(DELETE_SQL, {"user_ids": user_ids, "tz": tz}).all())
     hashes = [user_hash(user_id) for user_id in user_ids]
     numbers = [counts.get(user_id, 0) for user_id in user_ids]
-    connection.exec_driver_sql(TOMBSTONES_SQL, {"hashes": hashes, "at": deleted_at})
-    connection.exec_driver_sql(AUDIT_SQL, {"hashes": hashes, "counts": numbers, "by": requested_by,
-                                           "at": deleted_at})
+    connection.execute(TOMBSTONES_SQL, {"hashes": hashes, "at": deleted_at})
+    connection.execute(AUDIT_SQL, {"hashes": hashes, "counts": numbers, "by": requested_by, "at": deleted_at})
     return [Deletion(user_id, count, deleted_at, count > 0) for user_id, count in zip(user_ids, numbers)]
 
 

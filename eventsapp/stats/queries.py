@@ -313,18 +313,20 @@ _RETENTION_PAIRS = """SELECT u.user_id, x.d FROM rollup_user_day u JOIN b ON b.d
     CROSS JOIN LATERAL (VALUES (CASE WHEN u.first_at < b.t THEN b.before_d ELSE b.after_d END),
                                (CASE WHEN u.first_at < b.t AND u.last_at >= b.t THEN b.after_d END)) AS x(d)
     WHERE u.day BETWEEN :lo AND :hi"""
+# Each user's windows g with an active local date in the span; {only} narrows the pairs (to cohort members).
+_RETENTION_ACTIVE = ("SELECT DISTINCT user_id, {window} AS g FROM ({pairs}{only}) AS x"
+                     " WHERE d >= :start_date AND d < :d_end")
+_ACTIVE_MEMBERS = _RETENTION_ACTIVE.format(window=_WINDOW_OF_PAIR, pairs=_RETENTION_PAIRS, only=_MEMBERS_ONLY)
+_ACTIVE_ALL = _RETENTION_ACTIVE.format(window=_WINDOW_OF_PAIR, pairs=_RETENTION_PAIRS, only="")
 
 
 def retention_from_utc_day_rollup(connection: sa.Connection, scope: Scope, *, start_date: date, windows: int,
                                   window_size: str, cohort: str, cohorts: int) -> dict[tuple[int, int], int]:
     params = {**_retention_params(scope, start_date, windows, window_size, cohorts), **_split_params(scope)}
-    active = f"SELECT DISTINCT user_id, {_WINDOW_OF_PAIR} AS g FROM ({_RETENTION_PAIRS}{{only}}) AS x" \
-             " WHERE d >= :start_date AND d < :d_end"
     if cohort == "first_seen":
-        ctes = (f"m AS MATERIALIZED ({_first_seen_members('rollup_user_first')}),"
-                f" a AS ({active.format(only=_MEMBERS_ONLY)})")
+        ctes = f"m AS MATERIALIZED ({_first_seen_members('rollup_user_first')}), a AS ({_ACTIVE_MEMBERS})"
     else:  # members are the active users of the cohorts' windows 0: one pass gives both
-        ctes = f"a AS MATERIALIZED ({active.format(only='')}), m AS (SELECT user_id, g AS c FROM a WHERE g < :cohorts)"
+        ctes = f"a AS MATERIALIZED ({_ACTIVE_ALL}), m AS (SELECT user_id, g AS c FROM a WHERE g < :cohorts)"
     sql = f"WITH b AS ({SPLITS_SQL}), {ctes} {_FINAL}"
     # See retention_from_scan; and the pairs' row estimates are small guesses that make the planner sort
     # ~200k (user, window) pairs by text (a collation-aware comparison each) to deduplicate them: hash them.

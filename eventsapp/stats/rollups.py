@@ -34,7 +34,7 @@ QUARTER = "date_bin('15 minutes', occurred_at, TIMESTAMPTZ '2000-01-01 00:00:00+
 # One statement, so the outbox rows it deletes are exactly the rows it adds. Each INSERT reads the
 # moved rows pre-aggregated, and ON CONFLICT probes the primary key per row: no rollup table is scanned.
 # DAU counters grow only by (local day, user) pairs that were new, which keeps them exact.
-FOLD_SQL = f"""
+FOLD_SQL = sa.text(f"""
 WITH moved AS (
     DELETE FROM rollup_outbox RETURNING occurred_at, user_id, event_type
 ), user_day AS (
@@ -54,11 +54,11 @@ WITH moved AS (
     ON CONFLICT (bucket, event_type) DO UPDATE SET events = r.events + EXCLUDED.events
 ), local_type AS (
     INSERT INTO rollup_local_day_type AS r (day, event_type, events)
-    SELECT (occurred_at AT TIME ZONE %(tz)s)::date, event_type, count(*) FROM moved GROUP BY 1, 2
+    SELECT (occurred_at AT TIME ZONE :tz)::date, event_type, count(*) FROM moved GROUP BY 1, 2
     ON CONFLICT (day, event_type) DO UPDATE SET events = r.events + EXCLUDED.events
 ), new_pairs AS (
     INSERT INTO rollup_local_day_user (day, user_id)
-    SELECT DISTINCT (occurred_at AT TIME ZONE %(tz)s)::date, user_id FROM moved
+    SELECT DISTINCT (occurred_at AT TIME ZONE :tz)::date, user_id FROM moved
     ON CONFLICT DO NOTHING
     RETURNING day
 ), dau AS (
@@ -67,7 +67,7 @@ WITH moved AS (
     ON CONFLICT (day) DO UPDATE SET users = r.users + EXCLUDED.users
 )
 SELECT count(*) FROM moved
-"""
+""")
 
 # A rebuild fills each rollup with one INSERT … SELECT (hash aggregates over ``events``, or over a rollup
 # filled before it), into tables without indexes: they are built afterwards, one sort each. Into indexed
@@ -85,7 +85,7 @@ REBUILD_SQL = {
     """,
     "rebuild_type_counts": f"""
         CREATE TEMPORARY TABLE rebuild_type_counts ON COMMIT DROP AS
-        SELECT {QUARTER} AS bucket, (occurred_at AT TIME ZONE %(tz)s)::date AS day, event_type,
+        SELECT {QUARTER} AS bucket, (occurred_at AT TIME ZONE :tz)::date AS day, event_type,
                count(*) AS events
         FROM events GROUP BY 1, 2, 3
     """,
@@ -99,7 +99,7 @@ REBUILD_SQL = {
     """,
     "rollup_local_day_user": """
         INSERT INTO rollup_local_day_user (day, user_id)
-        SELECT DISTINCT (occurred_at AT TIME ZONE %(tz)s)::date, user_id FROM events
+        SELECT DISTINCT (occurred_at AT TIME ZONE :tz)::date, user_id FROM events
     """,
     "rollup_dau": """
         INSERT INTO rollup_dau (day, users) SELECT day, count(*) FROM rollup_local_day_user GROUP BY 1
@@ -169,7 +169,7 @@ def fold_outbox(connection: sa.Connection, project_tz: str | None = None, *, ana
         meta_tz = configured
     meta_tz = project_timezone(meta_tz, configured)
     started = time.perf_counter()
-    moved = connection.exec_driver_sql(FOLD_SQL, {"tz": meta_tz}).scalar_one()
+    moved = connection.execute(FOLD_SQL, {"tz": meta_tz}).scalar_one()
     if analyze and moved >= ANALYZE_AFTER_ROWS:
         analyze_rollups(connection)
     # Checked by file size, not by this fold's count: an import folds in many small steps while it writes
@@ -236,7 +236,7 @@ def rebuild_rollups(connection: sa.Connection, project_tz: str | None = None,
         connection.exec_driver_sql(drop)
     lap("empty")
     for table, statement in REBUILD_SQL.items():
-        connection.exec_driver_sql(statement, {"tz": tz})
+        connection.execute(sa.text(statement), {"tz": tz})
         lap(table)
     for _, create in reversed(indexes):
         connection.exec_driver_sql(create)

@@ -33,9 +33,12 @@ def conditions_sql(conditions: Iterable[Segment], params: dict[str, Any], prefix
                    driver_style: bool = False) -> str:
     """``(cond AND cond …)`` holding when every condition holds (``TRUE`` when there are none).
 
-    Values are bound into ``params`` as ``{prefix}_{i}`` (and ``{prefix}_{i}_key``), ``:name`` style for
-    ``sa.text`` or ``%(name)s`` for a driver-level statement (COPY). A property compares as its text,
-    numbers and booleans as their JSON text. The one definition of a filter for every question and export.
+    Values are bound into ``params`` as ``{prefix}_{i}`` (and ``{prefix}_{i}_key``) as ``:name`` binds for
+    ``sa.text``, the project's one convention for raw SQL with parameters. ``driver_style`` writes them as
+    ``%(name)s`` for the one statement SQLAlchemy does not run: the export's COPY, which psycopg2 is handed
+    directly (``cursor.copy_expert`` takes no parameters, so they are filled in by ``cursor.mogrify``).
+    A property compares as its text, numbers and booleans as their JSON text. The one definition of a
+    filter for every question and export.
     """
     def mark(name: str) -> str:
         return f"%({name})s" if driver_style else f":{name}"
