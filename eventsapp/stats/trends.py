@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from ..errors import ApiError
 from . import router
+from .queries import DAU
 from .router import Question, Scope
 from .schemas import conditions_sql
 
@@ -245,8 +246,8 @@ def _trends(connection: sa.Connection, scope: Scope, rollups: bool, *, from_: da
                            top.v AS vkey, top.rk
                     FROM (SELECT s.*, {range_of} AS r FROM ({source}) AS s) AS ev LEFT JOIN top ON top.v = ev.v
                 )"""
-        if measure == "users" and interval == "day" and breakdown is None and rollups:
-            values, ranks = _project_daily_users(connection, params)
+        if measure == "users" and interval == "day" and breakdown is None and not scope.segments:
+            values, ranks = _daily_users(connection, scope, params)
         elif measure in WINDOW_DAYS:
             unique_pairs = breakdown is None and rollups and interval != "hour"
             values, ranks = (_window_masks(connection, ctes, params, window, current + previous, unique_pairs)
@@ -362,11 +363,13 @@ def _few_values(connection: sa.Connection, source: str, range_of: str, params: d
     return (values, ranks), ranked
 
 
-def _project_daily_users(connection: sa.Connection, params: dict[str, Any]) -> tuple[dict, dict]:
-    """Distinct users per local day of the project timezone: its exact DAU counters."""
-    rows = connection.execute(sa.text(
-        "SELECT day, users FROM rollup_dau WHERE day BETWEEN :pfirst AND :last"), params).all()
-    return {(0 if day >= params["first"] else 1, day, "value", None): int(users) for day, users in rows}, {}
+def _daily_users(connection: sa.Connection, scope: Scope, params: dict[str, Any]) -> tuple[dict, dict]:
+    """Distinct users per local day, unsegmented: the DAU question itself, routed like /stats/dau (the
+    project's DAU counters, or in another timezone the timezone-free rollup where its calendar fits, else
+    the scan), so both endpoints answer it alike and as fast."""
+    counts = router.answer(connection, DAU, scope, {"from_": params["pfirst"], "to": params["last"]})
+    return {(0 if day >= params["first"] else 1, day, "value", None): int(users)
+            for day, users in counts.items()}, {}
 
 
 def _series_order(ranks: dict, breakdown: Breakdown | None) -> list[tuple[str, str | None]]:
