@@ -49,9 +49,16 @@ WITH moved AS (
     ON CONFLICT (day, user_id) DO UPDATE
         SET first_at = LEAST(r.first_at, EXCLUDED.first_at), last_at = GREATEST(r.last_at, EXCLUDED.last_at)
         WHERE EXCLUDED.first_at < r.first_at OR EXCLUDED.last_at > r.last_at
+), firsts AS (
+    -- Each user's first event before this statement (NULL: a new user) and with this batch; one probe
+    -- of rollup_user_first per user serves the cohort counters and its own update below.
+    SELECT b.user_id, b.first_at AS batch_at, f.first_at AS old_at,
+           (LEAST(b.first_at, f.first_at) AT TIME ZONE :tz)::date AS new_d,
+           (f.first_at AT TIME ZONE :tz)::date AS old_d
+    FROM batch_first b LEFT JOIN rollup_user_first f ON f.user_id = b.user_id
 ), user_first AS (
     INSERT INTO rollup_user_first AS r (user_id, first_at)
-    SELECT user_id, first_at FROM batch_first
+    SELECT user_id, batch_at FROM firsts WHERE old_at IS NULL OR batch_at < old_at
     ON CONFLICT (user_id) DO UPDATE SET first_at = EXCLUDED.first_at WHERE EXCLUDED.first_at < r.first_at
 ), type_quarter AS (
     INSERT INTO rollup_type_quarter AS r (bucket, event_type, events)
@@ -70,11 +77,6 @@ WITH moved AS (
     INSERT INTO rollup_dau AS r (day, users)
     SELECT day, count(*) FROM new_pairs GROUP BY 1
     ON CONFLICT (day) DO UPDATE SET users = r.users + EXCLUDED.users
-), firsts AS (
-    -- rollup_user_first as it was before this statement: old_d is NULL for a new user
-    SELECT b.user_id, (LEAST(b.first_at, f.first_at) AT TIME ZONE :tz)::date AS new_d,
-           (f.first_at AT TIME ZONE :tz)::date AS old_d
-    FROM batch_first b LEFT JOIN rollup_user_first f ON f.user_id = b.user_id
 ), cohort_delta AS (
     SELECT first_day, day, sum(n) AS n FROM (
         SELECT f.new_d AS first_day, p.day, 1 AS n FROM new_pairs p JOIN firsts f ON f.user_id = p.user_id
