@@ -89,6 +89,15 @@ rollup_dau = sa.Table(
     sa.Column("day", sa.Date, primary_key=True),
     sa.Column("users", sa.BigInteger, nullable=False),
 )
+# Users whose first event (project timezone) is on first_day and who were active on day: daily first-seen
+# retention without reading the members' days.
+rollup_cohort_day = sa.Table(
+    "rollup_cohort_day",
+    metadata,
+    sa.Column("first_day", sa.Date, primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("users", sa.BigInteger, nullable=False),
+)
 
 # Idempotency keys of HTTP requests (kind 'http', they expire) and CSV imports (kind 'import').
 processed_keys = sa.Table(

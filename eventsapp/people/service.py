@@ -149,7 +149,17 @@ WITH gone AS (
     DELETE FROM rollup_local_day_type r USING by_local_type g
     WHERE r.day = g.day AND r.event_type = g.event_type AND r.events <= g.n
 ), local_days AS (
-    DELETE FROM rollup_local_day_user WHERE user_id = ANY(:user_ids) RETURNING day
+    DELETE FROM rollup_local_day_user WHERE user_id = ANY(:user_ids) RETURNING day, user_id
+), by_cohort AS (
+    -- rollup_user_first as it was before this statement (its rows go below)
+    SELECT (f.first_at AT TIME ZONE :tz)::date AS first_day, l.day, count(*) AS n
+    FROM local_days l JOIN rollup_user_first f ON f.user_id = l.user_id GROUP BY 1, 2
+), cohort_down AS (
+    UPDATE rollup_cohort_day r SET users = r.users - c.n FROM by_cohort c
+    WHERE r.first_day = c.first_day AND r.day = c.day AND r.users > c.n
+), cohort_gone AS (
+    DELETE FROM rollup_cohort_day r USING by_cohort c
+    WHERE r.first_day = c.first_day AND r.day = c.day AND r.users <= c.n
 ), by_day AS (
     SELECT day, count(*) AS n FROM local_days GROUP BY 1
 ), dau_down AS (

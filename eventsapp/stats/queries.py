@@ -279,9 +279,19 @@ def _first_seen_members(table_first_at: str) -> str:
             f" AND {local} >= :start_date AND {local} < :d_cohorts")
 
 
+# Cohort c is first_day = start_date + c; its window k is day = first_day + k.
+_COHORT_DAYS = sa.text("""
+SELECT first_day - CAST(:start_date AS date), day - first_day, users FROM rollup_cohort_day
+WHERE first_day >= :start_date AND first_day < :d_cohorts AND day >= first_day AND day - first_day < :windows
+""")
+
+
 def retention_from_project_rollup(connection: sa.Connection, scope: Scope, *, start_date: date, windows: int,
                                   window_size: str, cohort: str, cohorts: int) -> dict[tuple[int, int], int]:
     params = _retention_params(scope, start_date, windows, window_size, cohorts)
+    if cohort == "first_seen" and params["step"] == 1:
+        # Daily windows of first-seen cohorts are cells of the cohort rollup: no member is read.
+        return {(c, k): n for c, k, n in connection.execute(_COHORT_DAYS, params)}
     distinct = "DISTINCT" if params["step"] > 1 else ""  # a week holds several rows per user
     if cohort == "first_seen":
         # One index scan for all members (the btree sorts the `= ANY(array)` keys, and PostgreSQL 17+ reads

@@ -26,17 +26,22 @@ ANALYZE_AFTER_ROWS = 20_000
 
 ROLLUP_TABLES = (
     "rollup_user_day", "rollup_user_first", "rollup_type_quarter",
-    "rollup_local_day_user", "rollup_local_day_type", "rollup_dau",
+    "rollup_local_day_user", "rollup_local_day_type", "rollup_dau", "rollup_cohort_day",
 )
 
 QUARTER = "date_bin('15 minutes', occurred_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
 
 # One statement, so the outbox rows it deletes are exactly the rows it adds. Each INSERT reads the
 # moved rows pre-aggregated, and ON CONFLICT probes the primary key per row: no rollup table is scanned.
-# DAU counters grow only by (local day, user) pairs that were new, which keeps them exact.
+# DAU counters grow only by (local day, user) pairs that were new, which keeps them exact. The cohort
+# counters grow by the new pairs under their user's first local day; a user whose first event moved to an
+# earlier local day (a late event) takes every pair stored before from the old first day to the new one.
+# Each (first_day, day) key gets one net change, applied by exactly one of cohort_up/down/gone.
 FOLD_SQL = sa.text(f"""
 WITH moved AS (
     DELETE FROM rollup_outbox RETURNING occurred_at, user_id, event_type
+), batch_first AS (
+    SELECT user_id, min(occurred_at) AS first_at FROM moved GROUP BY 1
 ), user_day AS (
     INSERT INTO rollup_user_day AS r (day, user_id, first_at, last_at)
     SELECT (occurred_at AT TIME ZONE 'UTC')::date, user_id, min(occurred_at), max(occurred_at)
@@ -44,9 +49,16 @@ WITH moved AS (
     ON CONFLICT (day, user_id) DO UPDATE
         SET first_at = LEAST(r.first_at, EXCLUDED.first_at), last_at = GREATEST(r.last_at, EXCLUDED.last_at)
         WHERE EXCLUDED.first_at < r.first_at OR EXCLUDED.last_at > r.last_at
+), firsts AS (
+    -- Each user's first event before this statement (NULL: a new user) and with this batch; one probe
+    -- of rollup_user_first per user serves the cohort counters and its own update below.
+    SELECT b.user_id, b.first_at AS batch_at, f.first_at AS old_at,
+           (LEAST(b.first_at, f.first_at) AT TIME ZONE :tz)::date AS new_d,
+           (f.first_at AT TIME ZONE :tz)::date AS old_d
+    FROM batch_first b LEFT JOIN rollup_user_first f ON f.user_id = b.user_id
 ), user_first AS (
     INSERT INTO rollup_user_first AS r (user_id, first_at)
-    SELECT user_id, min(occurred_at) FROM moved GROUP BY 1
+    SELECT user_id, batch_at FROM firsts WHERE old_at IS NULL OR batch_at < old_at
     ON CONFLICT (user_id) DO UPDATE SET first_at = EXCLUDED.first_at WHERE EXCLUDED.first_at < r.first_at
 ), type_quarter AS (
     INSERT INTO rollup_type_quarter AS r (bucket, event_type, events)
@@ -60,11 +72,30 @@ WITH moved AS (
     INSERT INTO rollup_local_day_user (day, user_id)
     SELECT DISTINCT (occurred_at AT TIME ZONE :tz)::date, user_id FROM moved
     ON CONFLICT DO NOTHING
-    RETURNING day
+    RETURNING day, user_id
 ), dau AS (
     INSERT INTO rollup_dau AS r (day, users)
     SELECT day, count(*) FROM new_pairs GROUP BY 1
     ON CONFLICT (day) DO UPDATE SET users = r.users + EXCLUDED.users
+), cohort_delta AS (
+    SELECT first_day, day, sum(n) AS n FROM (
+        SELECT f.new_d AS first_day, p.day, 1 AS n FROM new_pairs p JOIN firsts f ON f.user_id = p.user_id
+        UNION ALL
+        SELECT d.first_day, p.day, d.n FROM firsts f
+        CROSS JOIN LATERAL (VALUES (f.new_d, 1), (f.old_d, -1)) AS d(first_day, n)
+        JOIN rollup_local_day_user p ON p.user_id = f.user_id
+        WHERE f.new_d <> f.old_d
+    ) AS changes GROUP BY 1, 2 HAVING sum(n) <> 0
+), cohort_up AS (
+    INSERT INTO rollup_cohort_day AS r (first_day, day, users)
+    SELECT first_day, day, n FROM cohort_delta WHERE n > 0
+    ON CONFLICT (first_day, day) DO UPDATE SET users = r.users + EXCLUDED.users
+), cohort_down AS (
+    UPDATE rollup_cohort_day r SET users = r.users + d.n FROM cohort_delta d
+    WHERE d.n < 0 AND r.first_day = d.first_day AND r.day = d.day AND r.users + d.n > 0
+), cohort_gone AS (
+    DELETE FROM rollup_cohort_day r USING cohort_delta d
+    WHERE d.n < 0 AND r.first_day = d.first_day AND r.day = d.day AND r.users + d.n <= 0
 )
 SELECT count(*) FROM moved
 """)
@@ -103,6 +134,11 @@ REBUILD_SQL = {
     """,
     "rollup_dau": """
         INSERT INTO rollup_dau (day, users) SELECT day, count(*) FROM rollup_local_day_user GROUP BY 1
+    """,
+    "rollup_cohort_day": """
+        INSERT INTO rollup_cohort_day (first_day, day, users)
+        SELECT (f.first_at AT TIME ZONE :tz)::date, p.day, count(*)
+        FROM rollup_local_day_user p JOIN rollup_user_first f ON f.user_id = p.user_id GROUP BY 1, 2
     """,
 }
 # The rollups' indexes and primary keys, as statements that drop and recreate them (whatever migrations
