@@ -7,6 +7,7 @@ and Python's default SIGTERM skips ``atexit`` (so our own exit would not stop it
 """
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -179,6 +180,11 @@ def start(data_dir: Path, pg_settings: Mapping[str, str | None] | None = None) -
             server.ensure_pgdata_inited()  # initdb on first use
             write_settings(data_dir, wanted_settings(pg_settings))
         server.start()
+        # atexit runs last-registered first: this runs before the package's own stop (registered by
+        # start()), so that stop sees a postmaster the watchdog restarted even while the watchdog is
+        # still waiting for the package's start to notice it is ready (it polls once a second, and the
+        # app may already serve and be told to exit in that second).
+        atexit.register(_adopt_running_postmaster, server)
         _exit_on_sigterm()
         _started[data_dir] = server
         return server.get_uri(driver="psycopg2")
