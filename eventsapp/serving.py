@@ -99,8 +99,7 @@ class GuardedServer(TcpWSGIServer):
                 channel.will_close = True
 
 
-class _Stop(BaseException):
-    """Raised in the main thread by the signal handler to leave waitress's loop."""
+STOP_POLL_SECONDS = 0.2
 
 
 def _busy(channel) -> bool:
@@ -161,10 +160,13 @@ def serve(
         raise
     announce_start(app)
 
+    stopping: list[int] = []
+
     def stop(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise _Stop()
+        # Only note the signal: an exception raised here would land inside whichever waitress handler is
+        # running, and waitress swallows handler errors ("uncaptured python exception, closing channel"),
+        # so the stop would be lost. Signals after the first are noted too, never fatal mid-exit.
+        stopping.append(signum)
 
     _warn_if_no_keys(app)
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -179,17 +181,27 @@ def serve(
     )
     if on_listening:
         on_listening(url)
+    # One poll at a time so the flag is seen within STOP_POLL_SECONDS of a signal (poll is retried
+    # after a handler that returns normally, so the signal alone does not end it).
+    poll_timeout = min(server.adj.asyncore_loop_timeout, STOP_POLL_SECONDS)
     try:
-        wasyncore.loop(
-            timeout=server.adj.asyncore_loop_timeout, map=server._map, use_poll=server.adj.asyncore_use_poll
-        )
-    except _Stop:
-        log.info("stopping: finishing in-flight requests (up to %s s)", config["EVENTSAPP_SHUTDOWN_TIMEOUT"])
-        cut_off = drain(server, config["EVENTSAPP_SHUTDOWN_TIMEOUT"])
-        log.info("stopped", extra={"connections_cut_off": cut_off})
-    finally:
+        while not stopping:
+            wasyncore.loop(
+                timeout=poll_timeout, map=server._map, use_poll=server.adj.asyncore_use_poll, count=1
+            )
+    except BaseException:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        raise
+    shutdown_timeout = config["EVENTSAPP_SHUTDOWN_TIMEOUT"]
+    log.info("stopping: finishing in-flight requests (up to %s s)", shutdown_timeout)
+    cut_off = drain(server, shutdown_timeout)
+    log.info("stopped", extra={"connections_cut_off": cut_off})
+    # The process is on its way out: a repeated SIGTERM (supervisors repeat themselves) must not kill it by
+    # signal halfway through exit and the embedded server's stop. Ignored, not our handler: Python puts
+    # its own handlers back to the default while finalizing, but leaves ignored signals ignored.
+    for sig in previous:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _warn_if_no_keys(app: Flask) -> None:

@@ -271,3 +271,16 @@ def test_graceful_shutdown_finishes_in_flight_requests(pg, db, tmp_path):
             == BATCH
         )
     assert "finishing in-flight requests" in process.log()
+
+
+def test_a_repeated_sigterm_does_not_kill_the_server_on_its_way_out(pg, tmp_path):
+    # Supervisors repeat SIGTERM (docker stop, systemd, an impatient Ctrl-C); once draining has begun the
+    # server must still exit by itself with 0, not die by signal halfway through exit.
+    process = ServerProcess(tmp_path, pg.data_dir).wait_ready()
+    deadline = time.monotonic() + 30
+    while process.process.poll() is None:
+        assert time.monotonic() < deadline, "server did not exit:\n" + process.log()
+        process.process.send_signal(15)
+        time.sleep(0.002)
+    assert process.terminate() == 0, process.log()
+    assert "stopped" in process.log()
