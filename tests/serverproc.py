@@ -46,7 +46,7 @@ class ServerProcess:
                 response = requests.get(f"{self.url}/ready", timeout=2)
                 if response.status_code == expect:
                     return response
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up yet, or slow to answer
                 pass
             time.sleep(0.05)
         raise AssertionError("server did not become ready")
