@@ -63,6 +63,8 @@ def test_trends_panel_draws_the_api_answer(app, sample, live_server, page):
     assert drawn[0]["values"] == [row["value"] for row in answer] == [counts[row["bucket"]] for row in answer]
 
     # Users by event type, top 5: five ranked lines, then the muted `$other` series last in the legend.
+    asked: list[str] = []
+    page.on("request", lambda request: "/stats/trends?" in request.url and asked.append(request.url))
     seen = renders(page)
     page.select_option("#trends-measure", "users")
     page.fill("#trends-breakdown", "event_type")
@@ -77,6 +79,8 @@ def test_trends_panel_draws_the_api_answer(app, sample, live_server, page):
     assert drawn == expected and len(expected) == 6
     legend = page.eval_on_selector_all("#trends-legend li", "els => els.map(e => [e.dataset.group, e.className])")
     assert [group for group, _ in legend] == ["value"] * 5 + ["other"] and legend[-1][1] == "muted"
+    # Leaving the breakdown field by clicking Show (a change and a submit) asks the question once.
+    assert sum("limit=5" in url for url in asked) == 1, asked
 
     # Hover: the read-out shows the bucket under the pointer and every series' value there.
     page.locator("#trends-svg").scroll_into_view_if_needed()

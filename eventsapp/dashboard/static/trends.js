@@ -21,6 +21,7 @@
   let buckets = [];
   let focus = -1;
   let controller = null;
+  let pendingQuery = null;
   let geometry = null;
 
   const format = (v) => (v === null || v === undefined ? "–" : numberFormat.format(v));
@@ -53,11 +54,19 @@
     return (body.message || `The server answered ${status}.`) + (fields.length ? ` (${fields.join("; ")})` : "");
   }
 
-  async function load() {
+  async function load(options) {
     const params = query();
     if (!params.get("from") || !params.get("to")) return;
+    const asked = params.toString();
+    // Leaving a field by clicking Show fires its change and the form's submit together: the same question
+    // is asked once and drawn once. A page refresh (new data, same question) always asks again.
+    const refresh = Boolean(options && options.refresh);
+    const shown = panel.dataset.state === "ready" && panel.dataset.query === asked;
+    if (!refresh && (asked === pendingQuery || (pendingQuery === null && shown))) return;
     if (controller) controller.abort();
-    controller = new AbortController();
+    const mine = new AbortController();
+    controller = mine;
+    pendingQuery = asked;
     panel.dataset.state = "loading";
     $("trends-error").hidden = true;
     const headers = { Accept: "application/json" };
@@ -65,7 +74,7 @@
     try { key = sessionStorage.getItem(KEY_STORE); } catch (err) { /* storage disabled */ }
     if (key) headers.Authorization = `Bearer ${key}`;
     try {
-      const response = await fetch(`${API_BASE}/stats/trends?${params}`, { headers, signal: controller.signal });
+      const response = await fetch(`${API_BASE}/stats/trends?${params}`, { headers, signal: mine.signal });
       const body = await response.json().catch(() => null);
       if (!response.ok) {
         const message = response.status === 401 || response.status === 403
@@ -81,6 +90,8 @@
       panel.dataset.state = "error";
       $("trends-error").textContent = err.message;
       $("trends-error").hidden = false;
+    } finally {
+      if (controller === mine) pendingQuery = null;
     }
   }
 
@@ -242,7 +253,7 @@
   ["trends-property", "trends-breakdown"].forEach((id) => $(id).addEventListener("change", load));
   $("trends-form").addEventListener("submit", (e) => { e.preventDefault(); load(); });
   // Follow the page: each finished render of dashboard.js (new range, timezone or segments) reloads trends.
-  new MutationObserver(() => root.dataset.status === "ready" && load())
+  new MutationObserver(() => root.dataset.status === "ready" && load({ refresh: true }))
     .observe(root, { attributes: true, attributeFilter: ["data-render-count"] });
   if (root.dataset.status === "ready") load();
 })();
